@@ -1,0 +1,1 @@
+"""The ``medmdm`` command line."""

@@ -1,0 +1,19 @@
+"""Exception types raised by medmdm, in one place."""
+
+from __future__ import annotations
+
+
+class MedmdmError(Exception):
+    """Base class of every error medmdm raises on purpose."""
+
+
+class InputError(MedmdmError, ValueError):
+    """The input (image tensor, target, study) is not what the call accepts."""
+
+
+class ModelError(MedmdmError):
+    """The model cannot be explained: wrong output shape, type, or a failing forward pass."""
+
+
+class OptionError(MedmdmError, ValueError):
+    """An explainer option is unknown or has an invalid value."""

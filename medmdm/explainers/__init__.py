@@ -1,0 +1,55 @@
+"""Explainers behind one contract: ``create(name, model, **options)(x, target) -> map``.
+
+Examples
+--------
+>>> import torch
+>>> from medmdm import explainers
+>>> from medmdm.testing import BoxModel
+>>> model = BoxModel(box=((8, 16), (8, 16)))
+>>> explainer = explainers.create("hdm", model, steps=30)
+>>> saliency = explainer(torch.rand(2, 1, 32, 32))
+>>> tuple(saliency.shape)
+(2, 1, 32, 32)
+"""
+
+from __future__ import annotations
+
+from medmdm.explainers.base import (
+    Explainer,
+    Explanation,
+    LevelRecord,
+    ProgressEvent,
+    available,
+    create,
+    describe,
+    register,
+)
+from medmdm.explainers.dynamic_masks import DynamicMasks
+from medmdm.explainers.hdm import HierarchicalDynamicMasks
+from medmdm.explainers.mdm import MDMReference, MultipleDynamicMasks
+
+register("dm", DynamicMasks, "dynamic masks: coarse benchmark masks guide fine auxiliary masks (one level)")
+register(
+    "mdm", MultipleDynamicMasks, "multiple dynamic masks: independent masks at several grid sizes, summed"
+)
+register("mdm-reference", MDMReference, "MDM as the authors released it (27+ sizes, >54,000 passes; slow)")
+register(
+    "hdm",
+    HierarchicalDynamicMasks,
+    "hierarchical dynamic masks: a cascade of DM levels over the remaining image",
+)
+
+__all__ = [
+    "DynamicMasks",
+    "Explainer",
+    "Explanation",
+    "HierarchicalDynamicMasks",
+    "LevelRecord",
+    "MDMReference",
+    "MultipleDynamicMasks",
+    "ProgressEvent",
+    "available",
+    "create",
+    "describe",
+    "register",
+]

@@ -1,0 +1,255 @@
+"""Dynamic masks (DM): coarse benchmark masks find the evidence, fine auxiliary masks refine it.
+
+The DM module of HDM, as our design in ``METHOD.md`` section 4 describes it:
+
+1. Benchmark stage: coarse grids, learned jointly as one batch; the normalised mean of their
+   normalised masks is the guide ``G``.
+2. Auxiliary stage: fine grids, each superimposed on the guide (``m = H * up(a)`` with
+   ``H = min(1, G / guide_saturation)``, ``a`` starting at 1 so the first mask is ``H``), with a term
+   that keeps ``m`` close to ``H`` where it is high. Fine detail can only refine regions the coarse
+   masks found.
+3. The saliency is the normalised, weighted sum of the superimposed masks, finer grids weighted
+   more (by their squared cell count): the guide is inside every superimposed mask, and coarse
+   grids alone spread saliency past the edges of what they found.
+
+References
+----------
+Peng, Yang, Liu, He. "Hierarchical Dynamic Masks for Visual Explanation of Neural Networks",
+arXiv:2301.04970, 2023.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from medmdm.errors import OptionError
+from medmdm.explainers.base import Explainer, Explanation, LevelRecord, ModelScorer
+from medmdm.explainers.mask_optimisation import MaskOptimiser, MaskProblem, Objective, Schedule
+from medmdm.explainers.masks import (
+    check_sizes,
+    combine_scales,
+    default_auxiliary_sizes,
+    default_benchmark_sizes,
+    grid_shape,
+)
+from medmdm.explainers.perturbation import BaselineKind, baseline_image, keep, remove
+
+
+class MaskExplainer(Explainer):
+    """Shared options and bookkeeping of the mask-learning explainers.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits (B, classes).
+    baseline : {"mean", "blur", "constant"}
+        What removed content is replaced with.
+    baseline_value : float
+        Value of the ``constant`` baseline.
+    blur_sigma : float, optional
+        Sigma of the ``blur`` baseline in voxels (default: longest side / 20).
+    steps : int
+        Most optimisation steps per stage.
+    min_steps, patience : int
+        Early stopping: an image stops after ``min_steps`` once its loss has not improved
+        for ``patience`` steps.
+    lr : float
+        Adam learning rate on the grid values.
+    area_weight, deletion_weight : float
+        Weights of the mask-area and the removed-region terms of the loss.
+    init_jitter : float
+        Noise on the initial grid values, drawn from ``seed``.
+    **common
+        ``score``, ``device``, ``seed``, ``mixed_precision``, ``max_batch``, ``progress``
+        (see :class:`~medmdm.explainers.base.Explainer`).
+    """
+
+    objective_form = "retention"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        baseline: BaselineKind = "mean",
+        baseline_value: float = 0.0,
+        blur_sigma: float | None = None,
+        steps: int = 80,
+        min_steps: int = 20,
+        patience: int = 15,
+        lr: float = 0.1,
+        area_weight: float = 1.0,
+        deletion_weight: float = 0.0,
+        init_jitter: float = 0.01,
+        **common: Any,
+    ) -> None:
+        super().__init__(model, **common)
+        self.baseline = baseline
+        self.baseline_value = baseline_value
+        self.blur_sigma = blur_sigma
+        self.steps = steps
+        self.min_steps = min_steps
+        self.patience = patience
+        self.lr = lr
+        self.area_weight = area_weight
+        self.deletion_weight = deletion_weight
+        self.init_jitter = init_jitter
+        self._schedule = Schedule(lr=lr, max_steps=steps, min_steps=min(min_steps, steps), patience=patience)
+        self._objective = self._make_objective()
+        if baseline not in ("mean", "blur", "constant"):
+            raise OptionError(f"baseline must be 'mean', 'blur' or 'constant', got {baseline!r}")
+
+    def _make_objective(self) -> Objective:
+        return Objective(
+            form=self.objective_form, area_weight=self.area_weight, deletion_weight=self.deletion_weight
+        )
+
+    def _problem(
+        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score: torch.Tensor
+    ) -> MaskProblem:
+        base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
+        with torch.no_grad():
+            score_baseline = scorer(base, target)
+        return MaskProblem(x, base, target, score, score_baseline)
+
+    def _optimiser(self, problem: MaskProblem, scorer: ModelScorer) -> MaskOptimiser:
+        return MaskOptimiser(
+            problem,
+            scorer,
+            self._objective,
+            max_batch=self.max_batch,
+            seed=self.seed,
+            init_jitter=self.init_jitter,
+            progress=self.progress,
+        )
+
+    def _scores_of(self, scorer: ModelScorer, problem: MaskProblem, images: torch.Tensor) -> torch.Tensor:
+        """(B,) scores of ``images`` (B, C, *spatial), in chunks of ``max_batch``."""
+        chunk = self.max_batch or images.shape[0]
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    scorer(images[i : i + chunk], problem.target[i : i + chunk])
+                    for i in range(0, images.shape[0], chunk)
+                ]
+            )
+
+    def _kept_and_remaining(
+        self, scorer: ModelScorer, problem: MaskProblem, saliency: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) scores of the original with only ``saliency`` kept, and with it removed."""
+        masked = self._scores_of(scorer, problem, keep(problem.x, problem.baseline, saliency))
+        remaining = self._scores_of(scorer, problem, remove(problem.x, problem.baseline, saliency))
+        return masked, remaining
+
+    def _explanation(
+        self,
+        problem: MaskProblem,
+        saliency: torch.Tensor,
+        scores: tuple[torch.Tensor, torch.Tensor],
+        levels: list[LevelRecord],
+    ) -> Explanation:
+        return Explanation(
+            map=saliency,
+            target=problem.target,
+            score_original=problem.score_original,
+            score_baseline=problem.score_baseline,
+            score_masked=scores[0],
+            score_remaining=scores[1],
+            levels=levels,
+            steps=torch.stack([level.steps for level in levels]).sum(0),
+        )
+
+
+class DynamicMasks(MaskExplainer):
+    """Dynamic masks: benchmark masks guiding superimposed auxiliary masks (one DM module).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits (B, classes).
+    benchmark_sizes, auxiliary_sizes : list of int, optional
+        Grid cells along the longest side of the coarse and fine masks; by default derived from
+        the input size and dimensionality (224^2: 4, 7, 11, 16 and 28, 56, 112; 96^3: 3, 4, 6, 8
+        and 12, 24, 48).
+    guidance_weight : float
+        Weight of the term keeping fine masks close to the guide where it is high.
+    guide_saturation : float
+        Guide value from which a fine mask is free to reach 1; below it, fine masks are bounded
+        by ``guide / guide_saturation``.
+    **options
+        See :class:`MaskExplainer`.
+    """
+
+    name = "dm"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        benchmark_sizes: Sequence[int] | None = None,
+        auxiliary_sizes: Sequence[int] | None = None,
+        guidance_weight: float = 0.02,
+        guide_saturation: float = 0.5,
+        **options: Any,
+    ) -> None:
+        self.guidance_weight = guidance_weight
+        super().__init__(model, **options)
+        self.benchmark_sizes = (
+            None if benchmark_sizes is None else check_sizes(benchmark_sizes, "benchmark_sizes")
+        )
+        self.auxiliary_sizes = (
+            None if auxiliary_sizes is None else check_sizes(auxiliary_sizes, "auxiliary_sizes")
+        )
+        self.guide_saturation = guide_saturation
+
+    def _make_objective(self) -> Objective:
+        return Objective(
+            form=self.objective_form,
+            area_weight=self.area_weight,
+            deletion_weight=self.deletion_weight,
+            guidance_weight=self.guidance_weight,
+        )
+
+    def _dm_module(self, optimiser: MaskOptimiser, level: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Saliency (B, 1, *spatial) of one DM module and the steps (B,) it ran per image."""
+        spatial = optimiser.problem.spatial
+        bench_sizes = self.benchmark_sizes or default_benchmark_sizes(spatial)
+        aux_sizes = self.auxiliary_sizes or default_auxiliary_sizes(spatial)
+        bench = optimiser.run(
+            [grid_shape(k, spatial) for k in bench_sizes],
+            self._schedule,
+            init=0.5,
+            level=level,
+            stage="benchmark",
+        )
+        guide = combine_scales(bench.masks, bench_sizes, exponent=0)
+        aux = optimiser.run(
+            [grid_shape(k, spatial) for k in aux_sizes],
+            self._schedule,
+            init=1.0,
+            guide=(guide / self.guide_saturation).clamp(max=1),
+            level=level,
+            stage="auxiliary",
+        )
+        return combine_scales(aux.masks, aux_sizes, exponent=2), bench.steps + aux.steps
+
+    def _attribute(
+        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+    ) -> Explanation:
+        problem = self._problem(x, target, scorer, score_original)
+        saliency, steps = self._dm_module(self._optimiser(problem, scorer))
+        masked, remaining = self._kept_and_remaining(scorer, problem, saliency)
+        level = LevelRecord(
+            map=saliency,
+            ran=torch.ones(x.shape[0], dtype=torch.bool),
+            weight=torch.ones(x.shape[0]),
+            score_input=score_original,
+            score_masked=masked,
+            score_remaining=remaining,
+            steps=steps,
+        )
+        return self._explanation(problem, saliency, (masked, remaining), [level])

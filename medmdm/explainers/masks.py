@@ -1,0 +1,93 @@
+"""Mask grids: sizes derived from the input, upsampling to the input, normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from medmdm.errors import OptionError
+
+GridShape = tuple[int, ...]
+
+# Benchmark (coarse) grid sizes as fractions of the longest side. For a 224 image the 2D fractions
+# give 4, 7, 11 and 16 cells; for a 96^3 volume the 3D ones give 3, 4, 6 and 8.
+_BENCHMARK_FRACTIONS = {2: (1 / 56, 1 / 32, 1 / 20, 1 / 14), 3: (1 / 32, 1 / 24, 1 / 16, 1 / 12)}
+_AUXILIARY_FRACTIONS = (1 / 4, 1 / 2, 1)
+_MIN_CELLS = 3
+
+
+def default_benchmark_sizes(spatial: Sequence[int]) -> list[int]:
+    """Coarse grid sizes (cells along the longest side) for an input of shape ``spatial``."""
+    longest = max(spatial)
+    fractions = _BENCHMARK_FRACTIONS[3 if len(spatial) >= 3 else 2]
+    sizes = sorted({min(longest, max(_MIN_CELLS, round(longest * f))) for f in fractions})
+    return sizes
+
+
+def default_auxiliary_sizes(spatial: Sequence[int]) -> list[int]:
+    """Fine grid sizes (cells along the longest side) for an input of shape ``spatial``."""
+    longest = max(spatial)
+    coarsest_fine = max(default_benchmark_sizes(spatial)) + 1
+    return sorted({min(longest, max(coarsest_fine, round(longest * f))) for f in _AUXILIARY_FRACTIONS})
+
+
+def grid_shape(size: int, spatial: Sequence[int]) -> GridShape:
+    """Grid with ``size`` cells along the longest side and proportionally fewer along the others."""
+    if size < 2:
+        raise OptionError(f"grid sizes must be at least 2, got {size}")
+    longest = max(spatial)
+    return tuple(max(2, min(n, round(size * n / longest))) if n > 1 else 1 for n in spatial)
+
+
+def check_sizes(sizes: Sequence[int], name: str) -> list[int]:
+    """Validate a list of grid sizes given as an option."""
+    if isinstance(sizes, int) or not sizes:
+        raise OptionError(f"{name} must be a non-empty list of ints, got {sizes!r}")
+    if not all(isinstance(s, int) and s >= 2 for s in sizes):
+        raise OptionError(f"{name} must hold ints >= 2, got {list(sizes)}")
+    return list(sizes)
+
+
+def upsample(grid: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """(N, 1, *grid) -> (N, 1, *spatial), (bi|tri)linear with aligned corners."""
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    return F.interpolate(grid, size=tuple(spatial), mode=mode, align_corners=True)
+
+
+def normalise(maps: torch.Tensor, dims: int) -> torch.Tensor:
+    """Min-max normalise each map over its last ``dims`` dimensions to [0, 1].
+
+    A constant map becomes all zeros: it ranks nothing above anything else.
+    """
+    flat = maps.flatten(-dims)
+    low = flat.min(dim=-1, keepdim=True).values
+    span = flat.max(dim=-1, keepdim=True).values - low
+    scaled = torch.where(span > 1e-12, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    return scaled.view_as(maps)
+
+
+def combine_scales(masks: torch.Tensor, sizes: Sequence[int], exponent: float) -> torch.Tensor:
+    """Weighted sum of per-size masks, each min-max normalised, normalised again.
+
+    Parameters
+    ----------
+    masks : torch.Tensor
+        (B, M, *spatial), one mask per grid size.
+    sizes : sequence of int
+        The M grid sizes.
+    exponent : float
+        Each mask is weighted by ``size ** exponent``: 0 weighs all sizes equally (the MDM
+        authors' sum); 2 lets fine masks carry the detail, since coarse grids spread saliency
+        about one cell past the edges of what they found.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 1, *spatial) in [0, 1].
+    """
+    dims = masks.ndim - 2
+    weights = torch.tensor([float(k) ** exponent for k in sizes], device=masks.device)
+    weights = (weights / weights.sum()).view(1, -1, *[1] * dims)
+    return normalise((normalise(masks, dims) * weights).sum(1, keepdim=True), dims)

@@ -1,0 +1,68 @@
+"""Baseline images and how a mask perturbs an image towards them.
+
+A mask ``m`` (1 = keep) turns an image ``x`` into ``m * x + (1 - m) * b``, where ``b`` is the
+baseline: what the image looks like with its content removed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from monai.networks.layers import GaussianFilter
+
+from medmdm.errors import OptionError
+
+BaselineKind = Literal["mean", "blur", "constant"]
+BASELINES: tuple[str, ...] = ("mean", "blur", "constant")
+
+
+def baseline_image(
+    x: torch.Tensor,
+    kind: BaselineKind = "mean",
+    *,
+    value: float = 0.0,
+    blur_sigma: float | None = None,
+) -> torch.Tensor:
+    """Baseline image for each sample of ``x``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (B, C, *spatial) images.
+    kind : {"mean", "blur", "constant"}
+        ``mean``: each channel's mean intensity; ``blur``: a Gaussian blur of the image;
+        ``constant``: ``value`` everywhere.
+    value : float
+        The constant of the ``constant`` baseline.
+    blur_sigma : float, optional
+        Standard deviation of the ``blur`` baseline in voxels; default 1/20 of the longest side.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, *spatial) baseline, same dtype and device as ``x``.
+    """
+    spatial_dims = x.ndim - 2
+    if kind == "mean":
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).clone()
+    if kind == "constant":
+        return torch.full_like(x, float(value))
+    if kind == "blur":
+        sigma = blur_sigma if blur_sigma is not None else max(x.shape[2:]) / 20
+        if sigma <= 0:
+            raise OptionError(f"blur_sigma must be positive, got {sigma}")
+        blur = GaussianFilter(spatial_dims, sigma=float(sigma)).to(x.device)
+        with torch.no_grad():
+            return blur(x)
+    raise OptionError(f"baseline must be one of {', '.join(BASELINES)}; got {kind!r}")
+
+
+def keep(x: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` where ``mask`` is 1, ``baseline`` where it is 0 (the masked-in image)."""
+    return baseline + mask * (x - baseline)
+
+
+def remove(x: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``baseline`` where ``mask`` is 1, ``x`` where it is 0 (the masked-out image)."""
+    return x + mask * (baseline - x)

@@ -1,0 +1,54 @@
+"""Shared fixtures: small synthetic 2D and 3D cases with known evidence regions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from medmdm.testing import BoxModel, EitherRegionModel, Region, box_image, region_mask
+
+
+@dataclass
+class Case:
+    """A model, an image batch and where the model's evidence lies."""
+
+    model: torch.nn.Module
+    x: torch.Tensor
+    regions: list[torch.Tensor]
+
+
+BOX = {2: ((14, 30), (18, 34)), 3: ((6, 16), (8, 18), (10, 20))}
+SPATIAL = {2: (48, 48), 3: (24, 24, 24)}
+TWO_REGIONS = {
+    2: (((6, 18), (6, 18)), ((30, 42), (28, 40))),
+    3: (((2, 10), (2, 10), (2, 10)), ((14, 22), (14, 22), (14, 22))),
+}
+
+
+def box_case(dims: int, batch: int = 1, channels: int = 1) -> Case:
+    box: Region = BOX[dims]
+    x = box_image(SPATIAL[dims], box, batch=batch, channels=channels)
+    return Case(BoxModel(box), x, [region_mask(SPATIAL[dims], box)])
+
+
+def two_region_case(dims: int) -> Case:
+    a, b = TWO_REGIONS[dims]
+    x = box_image(SPATIAL[dims], a, b)
+    return Case(EitherRegionModel(a, b), x, [region_mask(SPATIAL[dims], a), region_mask(SPATIAL[dims], b)])
+
+
+@pytest.fixture(params=[2, 3], ids=["2d", "3d"])
+def dims(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+def mass_inside(saliency: torch.Tensor, region: torch.Tensor) -> float:
+    """Share of the saliency mass of a (1, 1, *spatial) map inside a bool region."""
+    saliency = saliency[0, 0]
+    return float((saliency * region).sum() / saliency.sum())
+
+
+def peak_inside(saliency: torch.Tensor, region: torch.Tensor) -> bool:
+    return bool(region.flatten()[saliency[0, 0].flatten().argmax()])
