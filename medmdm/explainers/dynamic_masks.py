@@ -20,6 +20,7 @@ arXiv:2301.04970, 2023.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,6 +114,14 @@ class MaskExplainer(Explainer):
         base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
         with torch.no_grad():
             score_baseline = scorer(base, target)
+        flat = (score - score_baseline).abs() < 0.05 * torch.maximum(score.abs(), score_baseline.abs())
+        if flat.any():
+            warnings.warn(
+                f"the {self.baseline!r} baseline keeps almost all of the class score of image(s) "
+                f"{flat.nonzero()[:, 0].tolist()}: nothing can be removed, so their maps say little; "
+                "try another baseline or score='logit'",
+                stacklevel=4,
+            )
         return MaskProblem(x, base, target, score, score_baseline)
 
     def _optimiser(self, problem: MaskProblem, scorer: ModelScorer) -> MaskOptimiser:
