@@ -29,7 +29,7 @@ def test_unknown_name_and_option_are_clear_errors() -> None:
         explainers.create("hdm", model, baseline="zero")
     with pytest.raises(OptionError, match="score"):
         explainers.create("dm", model, score="margin")
-    with pytest.raises(ModelError, match="torch.nn.Module"):
+    with pytest.raises(ModelError, match=r"torch\.nn\.Module"):
         explainers.create("dm", lambda x: x)
 
 
@@ -40,7 +40,7 @@ def test_shape_range_dtype_and_details(name: str, dims: int) -> None:
     saliency = explainer(case.x)
     assert saliency.shape == (2, 1, *case.x.shape[2:])
     assert saliency.dtype == torch.float32 and saliency.device == case.x.device
-    assert 0 <= saliency.min() and saliency.max() <= 1
+    assert saliency.min() >= 0 and saliency.max() <= 1
     assert torch.allclose(saliency.flatten(1).max(1).values, torch.ones(2))
     last = explainer.last
     assert last.method == name
@@ -198,7 +198,7 @@ def test_wrong_rank_and_dtype_are_input_errors() -> None:
         explainer(case.x[0])
     with pytest.raises(InputError, match="floating-point"):
         explainer((case.x * 100).long())
-    with pytest.raises(InputError, match="torch.Tensor"):
+    with pytest.raises(InputError, match=r"torch\.Tensor"):
         explainer(case.x.numpy())
     with pytest.raises(InputError, match="NaN"):
         explainer(case.x * float("nan"))
