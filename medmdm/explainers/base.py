@@ -187,13 +187,22 @@ class ModelScorer:
     score : {"logit", "probability"}
         Score of the target class: its logit, or its softmax probability (sigmoid for one output).
     autocast_dtype : torch.dtype, optional
-        Run the model under CUDA autocast with this dtype.
+        Run the model under autocast with this dtype.
+    max_batch : int, optional
+        Most samples per pass in :meth:`scores`.
     """
 
-    def __init__(self, model: nn.Module, score: ScoreKind, autocast_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        score: ScoreKind,
+        autocast_dtype: torch.dtype | None = None,
+        max_batch: int | None = None,
+    ):
         self.model = model
         self.score = score
         self.autocast_dtype = autocast_dtype
+        self.max_batch = max_batch
         self.samples = 0
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,6 +236,18 @@ class ModelScorer:
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(N,) score of class ``target[n]`` for each sample of ``x``."""
         return self.scores_from_logits(self.logits(x), target)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N,) scores without gradients, in chunks of ``max_batch`` samples."""
+        chunk = self.max_batch or x.shape[0]
+        return torch.cat([self(x[i : i + chunk], target[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+    @torch.no_grad()
+    def all_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, classes) logits without gradients, in chunks of ``max_batch`` samples."""
+        chunk = self.max_batch or x.shape[0]
+        return torch.cat([self.logits(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
 @contextmanager
@@ -434,7 +455,8 @@ class Explainer(ABC):
     seed : int
         Seed of the method's random choices; the same seed gives the same map on CPU.
     mixed_precision : bool, optional
-        bf16 autocast on CUDA. None chooses: bf16 for 2D, TF32 for 3D, nothing on CPU.
+        True: bf16 autocast (on any device). False: full float32. None chooses: on CUDA, bf16 for
+        2D and TF32 for 3D (measured faster there); on CPU, float32.
     max_batch : int, optional
         Most samples passed through the model at once (bounds memory); None means no bound.
     progress : callable, optional
@@ -481,15 +503,14 @@ class Explainer(ABC):
         x = check_input(x)
         device = self.device or _model_device(self.model) or x.device
         with frozen(self.model, device), self._precision(device, x.ndim - 2) as autocast_dtype:
-            scorer = ModelScorer(self.model, self.score, autocast_dtype)
+            scorer = ModelScorer(self.model, self.score, autocast_dtype, self.max_batch)
             inputs = x.detach().to(device=device, dtype=torch.float32)
-            with torch.no_grad():
-                try:
-                    logits = scorer.logits(inputs)
-                except (ModelError, InputError):
-                    raise
-                except Exception as error:
-                    raise ModelError(f"the model failed on the input: {error}") from error
+            try:
+                logits = scorer.all_logits(inputs)
+            except (ModelError, InputError):
+                raise
+            except Exception as error:
+                raise ModelError(f"the model failed on the input: {error}") from error
             targets = resolve_targets(target, logits)
             explanation = self._attribute(inputs, targets, scorer, scorer.scores_from_logits(logits, targets))
         explanation.map = explanation.map.clamp(0, 1).to(x.device)
@@ -502,11 +523,9 @@ class Explainer(ABC):
 
     @contextmanager
     def _precision(self, device: torch.device, spatial_dims: int) -> Iterator[torch.dtype | None]:
-        if device.type != "cuda" or self.mixed_precision is False:
-            yield None
-            return
-        use_bf16 = self.mixed_precision or (self.mixed_precision is None and spatial_dims == 2)
-        with tf32_enabled(True):
+        cuda = device.type == "cuda"
+        use_bf16 = self.mixed_precision or (self.mixed_precision is None and cuda and spatial_dims == 2)
+        with tf32_enabled(cuda and self.mixed_precision is not False):
             yield torch.bfloat16 if use_bf16 else None
 
     @abstractmethod

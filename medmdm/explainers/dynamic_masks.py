@@ -112,8 +112,7 @@ class MaskExplainer(Explainer):
         self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score: torch.Tensor
     ) -> MaskProblem:
         base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
-        with torch.no_grad():
-            score_baseline = scorer(base, target)
+        score_baseline = scorer.scores(base, target)
         flat = (score - score_baseline).abs() < 0.05 * torch.maximum(score.abs(), score_baseline.abs())
         if flat.any():
             warnings.warn(
@@ -135,23 +134,12 @@ class MaskExplainer(Explainer):
             progress=self.progress,
         )
 
-    def _scores_of(self, scorer: ModelScorer, problem: MaskProblem, images: torch.Tensor) -> torch.Tensor:
-        """(B,) scores of ``images`` (B, C, *spatial), in chunks of ``max_batch``."""
-        chunk = self.max_batch or images.shape[0]
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    scorer(images[i : i + chunk], problem.target[i : i + chunk])
-                    for i in range(0, images.shape[0], chunk)
-                ]
-            )
-
     def _kept_and_remaining(
         self, scorer: ModelScorer, problem: MaskProblem, saliency: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) scores of the original with only ``saliency`` kept, and with it removed."""
-        masked = self._scores_of(scorer, problem, keep(problem.x, problem.baseline, saliency))
-        remaining = self._scores_of(scorer, problem, remove(problem.x, problem.baseline, saliency))
+        masked = scorer.scores(keep(problem.x, problem.baseline, saliency), problem.target)
+        remaining = scorer.scores(remove(problem.x, problem.baseline, saliency), problem.target)
         return masked, remaining
 
     def _explanation(

@@ -99,20 +99,19 @@ class HierarchicalDynamicMasks(DynamicMasks):
                 problem.score_baseline[index],
             )
             saliency, steps = self._dm_module(self._optimiser(sub, scorer), level)
-            sub_original = MaskProblem(
-                x[index], sub.baseline, sub.target, score_original[index], sub.score_baseline
-            )
-            masked = self._scores_of(scorer, sub_original, keep(x[index], sub.baseline, saliency))
+            masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target)
             weight = problem.retention(masked, index).clamp(self.min_weight, 1)
             fused[index] += weight.view(-1, *[1] * (dims + 1)) * saliency
             removed[index] = torch.maximum(removed[index], (saliency / self.removal_threshold).clamp(max=1))
-            remaining = self._scores_of(scorer, sub_original, remove(x[index], sub.baseline, removed[index]))
+            remaining = scorer.scores(remove(x[index], sub.baseline, removed[index]), sub.target)
             records.append(
                 self._record(batch, index, saliency, weight, sub.score_original, masked, remaining, steps)
             )
             score_current[index] = remaining
+            # An empty map removes nothing: a further level would see the same image again.
+            found = saliency.flatten(1).amax(1) > 0
             keeps_enough = problem.retention(remaining, index) >= self.stop_fraction
-            running[index.cpu()] = keeps_enough.cpu()
+            running[index.cpu()] = (keeps_enough & found).cpu()
         saliency = normalise(fused, dims)
         return self._explanation(
             problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records

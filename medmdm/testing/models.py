@@ -45,27 +45,27 @@ class BoxModel(nn.Module):
 
 
 class EitherRegionModel(nn.Module):
-    """Class-1 logit from the larger of the evidence in region A and in region B.
+    """Class-1 logit from the largest of the evidence in two (or more) regions.
 
-    Either region alone is enough for the class: a map that keeps only one of them keeps the score.
+    Any region alone is enough for the class: a map that keeps only one of them keeps the score.
 
     Parameters
     ----------
-    region_a, region_b : sequence of (start, stop)
-        The two boxes.
+    *regions : sequence of (start, stop)
+        Two or more boxes.
     gain, offset : float
         Scale and shift of the logit, as in :class:`BoxModel`.
     """
 
-    def __init__(self, region_a: Region, region_b: Region, gain: float = 8.0, offset: float = 0.3) -> None:
+    def __init__(self, *regions: Region, gain: float = 8.0, offset: float = 0.3) -> None:
         super().__init__()
-        self.region_a = [tuple(axis) for axis in region_a]
-        self.region_b = [tuple(axis) for axis in region_b]
+        if len(regions) < 2:
+            raise ValueError("EitherRegionModel needs at least two regions")
+        self.regions = [[tuple(axis) for axis in region] for region in regions]
         self.gain = nn.Parameter(torch.tensor(float(gain)))
         self.offset = offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = _region_mean(x, self.region_a)
-        b = _region_mean(x, self.region_b)
-        evidence = self.gain * (torch.maximum(a, b) - self.offset)
+        means = torch.stack([_region_mean(x, region) for region in self.regions], dim=1)
+        evidence = self.gain * (means.amax(dim=1) - self.offset)
         return torch.stack([-evidence, evidence], dim=1)
