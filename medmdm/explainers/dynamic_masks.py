@@ -142,6 +142,23 @@ class MaskExplainer(Explainer):
         remaining = scorer.scores(remove(problem.x, problem.baseline, saliency), problem.target)
         return masked, remaining
 
+    def _single_level(
+        self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor, steps: torch.Tensor
+    ) -> Explanation:
+        """The explanation of a method with one level."""
+        masked, remaining = self._kept_and_remaining(scorer, problem, saliency)
+        batch = saliency.shape[0]
+        level = LevelRecord(
+            map=saliency,
+            ran=torch.ones(batch, dtype=torch.bool),
+            weight=torch.ones(batch),
+            score_input=problem.score_original,
+            score_masked=masked,
+            score_remaining=remaining,
+            steps=steps,
+        )
+        return self._explanation(problem, saliency, (masked, remaining), [level])
+
     def _explanation(
         self,
         problem: MaskProblem,
@@ -239,14 +256,4 @@ class DynamicMasks(MaskExplainer):
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
         saliency, steps = self._dm_module(self._optimiser(problem, scorer))
-        masked, remaining = self._kept_and_remaining(scorer, problem, saliency)
-        level = LevelRecord(
-            map=saliency,
-            ran=torch.ones(x.shape[0], dtype=torch.bool),
-            weight=torch.ones(x.shape[0]),
-            score_input=score_original,
-            score_masked=masked,
-            score_remaining=remaining,
-            steps=steps,
-        )
-        return self._explanation(problem, saliency, (masked, remaining), [level])
+        return self._single_level(problem, scorer, saliency, steps)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
+from medmdm.explainers.base import Explanation, ModelScorer
 from medmdm.explainers.dynamic_masks import MaskExplainer
 from medmdm.explainers.masks import (
     check_sizes,
@@ -76,17 +76,7 @@ class MultipleDynamicMasks(MaskExplainer):
             [grid_shape(k, spatial) for k in sizes], self._schedule, init=0.5, stage="multiscale"
         )
         saliency = combine_scales(result.masks, sizes, self.scale_exponent)
-        masked, remaining = self._kept_and_remaining(scorer, problem, saliency)
-        level = LevelRecord(
-            map=saliency,
-            ran=torch.ones(x.shape[0], dtype=torch.bool),
-            weight=torch.ones(x.shape[0]),
-            score_input=score_original,
-            score_masked=masked,
-            score_remaining=remaining,
-            steps=result.steps,
-        )
-        return self._explanation(problem, saliency, (masked, remaining), [level])
+        return self._single_level(problem, scorer, saliency, result.steps)
 
 
 class MDMReference(MultipleDynamicMasks):
