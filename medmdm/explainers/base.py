@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -123,6 +124,8 @@ class Explanation:
         Registry name of the explainer.
     options : dict
         Every option of the explainer, as used.
+    warnings : list of str
+        What makes this explanation less trustworthy (also issued as Python warnings).
     """
 
     map: torch.Tensor
@@ -137,6 +140,7 @@ class Explanation:
     seconds: float = 0.0
     method: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Plain-Python summary (no maps) for JSON reports."""
@@ -166,6 +170,7 @@ class Explanation:
             "steps": values(self.steps),
             "samples": self.samples,
             "seconds": self.seconds,
+            "warnings": list(self.warnings),
         }
 
 
@@ -495,10 +500,13 @@ class Explainer(ABC):
 
     def __call__(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Saliency of ``x`` for ``target``: (B, 1, *spatial) in [0, 1], on ``x``'s device."""
-        return self.explain(x, target).map
+        return self._run(x, target).map
 
     def explain(self, x: torch.Tensor, target: Target = None) -> Explanation:
         """Explain ``x`` and return the :class:`Explanation`, also kept as ``self.last``."""
+        return self._run(x, target)
+
+    def _run(self, x: torch.Tensor, target: Target) -> Explanation:
         start = time.perf_counter()
         x = check_input(x)
         device = self.device or _model_device(self.model) or x.device
@@ -519,6 +527,8 @@ class Explainer(ABC):
         explanation.samples = scorer.samples
         explanation.seconds = time.perf_counter() - start
         self.last = explanation
+        for note in explanation.warnings:
+            warnings.warn(note, stacklevel=3)  # the caller of __call__ or explain
         return explanation
 
     @contextmanager

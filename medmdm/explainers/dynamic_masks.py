@@ -20,7 +20,6 @@ arXiv:2301.04970, 2023.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,14 +112,6 @@ class MaskExplainer(Explainer):
     ) -> MaskProblem:
         base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
         score_baseline = scorer.scores(base, target)
-        flat = (score - score_baseline).abs() < 0.05 * torch.maximum(score.abs(), score_baseline.abs())
-        if flat.any():
-            warnings.warn(
-                f"the {self.baseline!r} baseline keeps almost all of the class score of image(s) "
-                f"{flat.nonzero()[:, 0].tolist()}: nothing can be removed, so their maps say little; "
-                "try another baseline or score='logit'",
-                stacklevel=4,
-            )
         return MaskProblem(x, base, target, score, score_baseline)
 
     def _optimiser(self, problem: MaskProblem, scorer: ModelScorer) -> MaskOptimiser:
@@ -166,6 +157,16 @@ class MaskExplainer(Explainer):
         scores: tuple[torch.Tensor, torch.Tensor],
         levels: list[LevelRecord],
     ) -> Explanation:
+        notes = []
+        flat = (problem.score_original - problem.score_baseline).abs() < 0.05 * torch.maximum(
+            problem.score_original.abs(), problem.score_baseline.abs()
+        )
+        if flat.any():
+            notes.append(
+                f"the {self.baseline!r} baseline keeps almost all of the class score of image(s) "
+                f"{flat.nonzero()[:, 0].tolist()}: nothing can be removed, so their maps say little; "
+                "try another baseline"
+            )
         return Explanation(
             map=saliency,
             target=problem.target,
@@ -175,6 +176,7 @@ class MaskExplainer(Explainer):
             score_remaining=scores[1],
             levels=levels,
             steps=torch.stack([level.steps for level in levels]).sum(0),
+            warnings=notes,
         )
 
 

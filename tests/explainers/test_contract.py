@@ -268,5 +268,7 @@ def test_a_baseline_that_removes_nothing_is_warned_about() -> None:
     case = box_case(2)
     inside = float(case.x[0, 0][case.regions[0]].mean())
     explainer = explainers.create("dm", case.model, baseline="constant", baseline_value=inside, **FAST)
-    with pytest.warns(UserWarning, match="baseline keeps almost all"):
+    with pytest.warns(UserWarning, match="baseline keeps almost all") as caught:
         explainer(case.x, target=0)
+    assert caught[0].filename == __file__
+    assert explainer.last.summary()["warnings"] == [str(caught[0].message)]
