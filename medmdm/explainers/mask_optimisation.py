@@ -289,7 +289,8 @@ class MaskOptimiser:
             part = slice(start, start + chunk)
             scores = self.scorer(leaf[part], problem.target[image[part]])
             losses = self._score_loss(scores, image[part], kind[part])
-            losses.sum().backward()
+            if losses.requires_grad:  # not so for a model whose output ignores its input
+                losses.sum().backward()
             score_loss[part] = losses.detach()
             keep_retention[part] = problem.retention(scores.detach(), image[part])
 
@@ -297,7 +298,8 @@ class MaskOptimiser:
         if guide is not None and objective.guidance_weight > 0:
             g = guide[index]
             mask_loss = mask_loss + objective.guidance_weight * (g * (g - masks) ** 2).flatten(2).mean(-1)
-        surrogate = (inputs * leaf.grad).sum() + mask_loss.sum()
+        score_grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+        surrogate = (inputs * score_grad).sum() + mask_loss.sum()
         surrogate.backward()
 
         loss = mask_loss.detach().sum(1) + score_loss.view(count, -1).sum(1)

@@ -59,12 +59,15 @@ def upsample(grid: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
 def normalise(maps: torch.Tensor, dims: int) -> torch.Tensor:
     """Min-max normalise each map over its last ``dims`` dimensions to [0, 1].
 
-    A constant map becomes all zeros: it ranks nothing above anything else.
+    A constant map becomes all zeros: it ranks nothing above anything else. So does a map whose
+    spread is float rounding (below 1e-4 of its magnitude), which normalising would blow up.
     """
     flat = maps.flatten(-dims)
     low = flat.min(dim=-1, keepdim=True).values
-    span = flat.max(dim=-1, keepdim=True).values - low
-    scaled = torch.where(span > 1e-12, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    high = flat.max(dim=-1, keepdim=True).values
+    span = high - low
+    meaningful = span > 1e-4 * torch.maximum(high.abs(), low.abs()) + 1e-12
+    scaled = torch.where(meaningful, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
     return scaled.view_as(maps)
 
 

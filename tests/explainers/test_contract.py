@@ -272,3 +272,23 @@ def test_a_baseline_that_removes_nothing_is_warned_about() -> None:
         explainer(case.x, target=0)
     assert caught[0].filename == __file__
     assert explainer.last.summary()["warnings"] == [str(caught[0].message)]
+
+
+class Constant(nn.Module):
+    """Logits that ignore the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([0.5, 2.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_that_ignores_the_input_gives_an_empty_map_and_a_warning(name: str) -> None:
+    x = box_case(2).x
+    explainer = explainers.create(name, Constant(), **FAST)
+    with pytest.warns(UserWarning, match="baseline keeps almost all"):
+        saliency = explainer(x)
+    assert saliency.shape == (1, 1, *x.shape[2:]) and saliency.max() == 0
