@@ -7,7 +7,8 @@ Two analytic models (``medmdm.testing``), in 2D and 3D, over several placements 
 
 Prints a Markdown table: share of the saliency mass inside the evidence (box: the box; two
 regions: the smaller of the two regions' shares, which is 0 when a method finds only one),
-how often the map's peak lies inside, samples through the model and seconds per case.
+how often the map's peak lies inside, and samples through the model per case (for time, see
+``speed.py``).
 
 Examples
 --------
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -66,9 +66,7 @@ def evaluate(name: str, dims: int) -> dict[str, float]:
     }
     for kind, model, x, regions in rows:
         explainer = explainers.create(name, model)
-        start = time.perf_counter()
         saliency = explainer(x)[0, 0]
-        out["s"].append(time.perf_counter() - start)
         out["samples"].append(explainer.last.samples)
         union = torch.stack(regions).any(0)
         out[kind].append(min(share(saliency, region) for region in regions))
@@ -83,15 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| method | dims | box: mass inside | box: peak inside | two regions: smaller share "
-        "| two regions: peak inside | samples / case | seconds / case (CPU) |"
+        "| two regions: peak inside | samples / case |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for dims in (int(d) for d in args.dims.split(",")):
         for name in args.methods.split(","):
             r = evaluate(name, dims)
             print(
                 f"| {name} | {dims}D | {r['box']:.2f} | {r['box_peak']:.0%} | {r['two']:.2f} "
-                f"| {r['two_peak']:.0%} | {r['samples']:.0f} | {r['s']:.1f} |",
+                f"| {r['two_peak']:.0%} | {r['samples']:.0f} |",
                 flush=True,
             )
 

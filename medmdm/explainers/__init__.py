@@ -2,14 +2,15 @@
 
 Examples
 --------
->>> import torch
 >>> from medmdm import explainers
->>> from medmdm.testing import BoxModel
->>> model = BoxModel(box=((8, 16), (8, 16)))
->>> explainer = explainers.create("hdm", model, steps=30)
->>> saliency = explainer(torch.rand(2, 1, 32, 32))
+>>> from medmdm.testing import BoxModel, box_image
+>>> box = ((8, 16), (8, 16))
+>>> explainer = explainers.create("hdm", BoxModel(box), steps=30)
+>>> saliency = explainer(box_image((32, 32), box, batch=2))
 >>> tuple(saliency.shape)
 (2, 1, 32, 32)
+>>> bool(saliency[0, 0, 8:16, 8:16].sum() > 0.8 * saliency[0].sum())
+True
 """
 
 from __future__ import annotations

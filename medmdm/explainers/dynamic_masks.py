@@ -8,9 +8,10 @@ The DM module of HDM, as our design in ``METHOD.md`` section 4 describes it:
    ``H = min(1, G / guide_saturation)``, ``a`` starting at 1 so the first mask is ``H``), with a term
    that keeps ``m`` close to ``H`` where it is high. Fine detail can only refine regions the coarse
    masks found.
-3. The saliency is the normalised, weighted sum of the superimposed masks, finer grids weighted
-   more (by their squared cell count): the guide is inside every superimposed mask, and coarse
-   grids alone spread saliency past the edges of what they found.
+3. The saliency is the normalised sum of the superimposed masks, each weighted by its squared
+   cell count: coarse grids spread saliency about a cell past the edges of what they found, so
+   fine masks carry the detail. The guide, already inside every superimposed mask, is added with
+   a weight of 1e-3 to order the voxels that fine masks keep equally (they clamp at 1).
 
 References
 ----------
@@ -35,8 +36,11 @@ from medmdm.explainers.masks import (
     default_auxiliary_sizes,
     default_benchmark_sizes,
     grid_shape,
+    normalise,
 )
 from medmdm.explainers.perturbation import BaselineKind, baseline_image, keep, remove
+
+_TIE_BREAK = 1e-3
 
 
 class MaskExplainer(Explainer):
@@ -251,7 +255,10 @@ class DynamicMasks(MaskExplainer):
             level=level,
             stage="auxiliary",
         )
-        return combine_scales(aux.masks, aux_sizes, exponent=2), bench.steps + aux.steps
+        refined = combine_scales(aux.masks, aux_sizes, exponent=2)
+        # Fine masks clamp at 1 over whole plateaus; the guide orders voxels they keep equally.
+        saliency = normalise(refined + _TIE_BREAK * guide, len(spatial))
+        return saliency, bench.steps + aux.steps
 
     def _attribute(
         self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor

@@ -1,6 +1,16 @@
 """Models whose right explanation is known by construction, and synthetic images, for tests and benchmarks."""
 
 from medmdm.testing.images import box_image, region_mask
+from medmdm.testing.lesions import lesion_cnn, lesion_images, train_lesion_cnn
 from medmdm.testing.models import BoxModel, EitherRegionModel, Region
 
-__all__ = ["BoxModel", "EitherRegionModel", "Region", "box_image", "region_mask"]
+__all__ = [
+    "BoxModel",
+    "EitherRegionModel",
+    "Region",
+    "box_image",
+    "lesion_cnn",
+    "lesion_images",
+    "region_mask",
+    "train_lesion_cnn",
+]
