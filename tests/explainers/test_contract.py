@@ -292,3 +292,13 @@ def test_a_model_that_ignores_the_input_gives_an_empty_map_and_a_warning(name: s
     with pytest.warns(UserWarning, match="baseline keeps almost all"):
         saliency = explainer(x)
     assert saliency.shape == (1, 1, *x.shape[2:]) and saliency.max() == 0
+
+
+def test_a_monai_metatensor_is_accepted_and_a_plain_tensor_returned() -> None:
+    from monai.data import MetaTensor
+
+    case = box_case(3)
+    x = MetaTensor(case.x, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    saliency = explainers.create("hdm", case.model, **FAST)(x)
+    assert type(saliency) is torch.Tensor
+    assert mass_inside(saliency, case.regions[0]) >= 0.8
