@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from torch import nn
 
 from medmdm.testing import BoxModel, EitherRegionModel, Region, box_image, region_mask
 
@@ -52,3 +53,17 @@ def mass_inside(saliency: torch.Tensor, region: torch.Tensor) -> float:
 
 def peak_inside(saliency: torch.Tensor, region: torch.Tensor) -> bool:
     return bool(region.flatten()[saliency[0, 0].flatten().argmax()])
+
+
+class Failing(nn.Module):
+    """Fails on its n-th call."""
+
+    def __init__(self, inner: nn.Module, fail_at: int) -> None:
+        super().__init__()
+        self.inner, self.calls, self.fail_at = inner, 0, fail_at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom")
+        return self.inner(x)

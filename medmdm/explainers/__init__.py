@@ -26,8 +26,12 @@ from medmdm.explainers.base import (
     register,
 )
 from medmdm.explainers.dynamic_masks import DynamicMasks
+from medmdm.explainers.gradcam import GradCAM, GradCAMpp
+from medmdm.explainers.gradients import IntegratedGradients, Saliency
 from medmdm.explainers.hdm import HierarchicalDynamicMasks
 from medmdm.explainers.mdm import MDMReference, MultipleDynamicMasks
+from medmdm.explainers.occlusion import Occlusion
+from medmdm.explainers.rise import RISE
 
 register("dm", DynamicMasks, "dynamic masks: coarse benchmark masks guide fine auxiliary masks (one level)")
 register(
@@ -39,16 +43,28 @@ register(
     HierarchicalDynamicMasks,
     "hierarchical dynamic masks: a cascade of DM levels over the remaining image",
 )
+register("saliency", Saliency, "baseline: gradient magnitude of the class score (one backward pass)")
+register("integrated_gradients", IntegratedGradients, "baseline: integrated gradients from a baseline image")
+register("occlusion", Occlusion, "baseline: score drop when a sliding window is occluded")
+register("rise", RISE, "baseline: RISE, random masks weighted by the class probability")
+register("gradcam", GradCAM, "baseline: Grad-CAM at a convolution layer (MONAI)")
+register("gradcampp", GradCAMpp, "baseline: Grad-CAM++ at a convolution layer (MONAI)")
 
 __all__ = [
+    "RISE",
     "DynamicMasks",
     "Explainer",
     "Explanation",
+    "GradCAM",
+    "GradCAMpp",
     "HierarchicalDynamicMasks",
+    "IntegratedGradients",
     "LevelRecord",
     "MDMReference",
     "MultipleDynamicMasks",
+    "Occlusion",
     "ProgressEvent",
+    "Saliency",
     "available",
     "create",
     "describe",

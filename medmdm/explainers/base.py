@@ -264,7 +264,7 @@ def frozen(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.
     """
     training = [(module, module.training) for module in model.modules()]
     grad_flags = [(param, param.requires_grad) for param in model.parameters()]
-    original_device = _model_device(model)
+    original_device = model_device(model)
     moved = device is not None and original_device is not None and original_device != device
     try:
         if moved:
@@ -282,7 +282,8 @@ def frozen(model: nn.Module, device: torch.device | None = None) -> Iterator[nn.
             param.requires_grad_(flag)
 
 
-def _model_device(model: nn.Module) -> torch.device | None:
+def model_device(model: nn.Module) -> torch.device | None:
+    """Device of the model's first parameter (or buffer); None for a model with neither."""
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -509,7 +510,7 @@ class Explainer(ABC):
     def _run(self, x: torch.Tensor, target: Target) -> Explanation:
         start = time.perf_counter()
         x = check_input(x)
-        device = self.device or _model_device(self.model) or x.device
+        device = self.device or model_device(self.model) or x.device
         with frozen(self.model, device), self._precision(device, x.ndim - 2) as autocast_dtype:
             scorer = ModelScorer(self.model, self.score, autocast_dtype, self.max_batch)
             inputs = x.detach().to(device=device, dtype=torch.float32)

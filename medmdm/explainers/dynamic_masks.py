@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from medmdm.errors import OptionError
 from medmdm.explainers.base import Explainer, Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.mask_optimisation import MaskOptimiser, MaskProblem, Objective, Schedule
 from medmdm.explainers.masks import (
@@ -38,7 +37,7 @@ from medmdm.explainers.masks import (
     grid_shape,
     normalise,
 )
-from medmdm.explainers.perturbation import BaselineKind, baseline_image, keep, remove
+from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline, keep, remove
 
 _TIE_BREAK = 1e-3
 
@@ -91,7 +90,7 @@ class MaskExplainer(Explainer):
         **common: Any,
     ) -> None:
         super().__init__(model, **common)
-        self.baseline = baseline
+        self.baseline = check_baseline(baseline)
         self.baseline_value = baseline_value
         self.blur_sigma = blur_sigma
         self.steps = steps
@@ -103,8 +102,6 @@ class MaskExplainer(Explainer):
         self.init_jitter = init_jitter
         self._schedule = Schedule(lr=lr, max_steps=steps, min_steps=min(min_steps, steps), patience=patience)
         self._objective = self._make_objective()
-        if baseline not in ("mean", "blur", "constant"):
-            raise OptionError(f"baseline must be 'mean', 'blur' or 'constant', got {baseline!r}")
 
     def _make_objective(self) -> Objective:
         return Objective(

@@ -58,6 +58,13 @@ def baseline_image(
     raise OptionError(f"baseline must be one of {', '.join(BASELINES)}; got {kind!r}")
 
 
+def check_baseline(kind: str) -> str:
+    """Validate a ``baseline`` option (raise :class:`OptionError` if it is not a known kind)."""
+    if kind not in BASELINES:
+        raise OptionError(f"baseline must be one of {', '.join(BASELINES)}; got {kind!r}")
+    return kind
+
+
 def keep(x: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` where ``mask`` is 1, ``baseline`` where it is 0 (the masked-in image)."""
     return baseline + mask * (x - baseline)

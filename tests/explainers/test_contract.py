@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medmdm import InputError, ModelError, OptionError, explainers
-from tests.conftest import box_case, mass_inside
+from tests.conftest import Failing, box_case, mass_inside
 
 FAST = {"steps": 20, "min_steps": 5}
 NAMES = ["dm", "hdm", "mdm", "mdm-reference"]
@@ -167,20 +167,6 @@ def test_model_left_as_found() -> None:
     assert before[0] == after[0] and before[1] == after[1]
     assert all(torch.equal(a, b) for a, b in zip(before[2], after[2], strict=True))
     assert all(p.grad is None for p in model.parameters())
-
-
-class Failing(nn.Module):
-    """Fails on its n-th call."""
-
-    def __init__(self, inner: nn.Module, fail_at: int) -> None:
-        super().__init__()
-        self.inner, self.calls, self.fail_at = inner, 0, fail_at
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise RuntimeError("boom")
-        return self.inner(x)
 
 
 def test_model_left_as_found_after_a_failure() -> None:

@@ -1,0 +1,116 @@
+"""What the one-shot baseline explainers share (``saliency``, ``integrated_gradients``, ``occlusion``,
+``rise``, ``gradcam``, ``gradcampp``): option checks, chunking of perturbed samples, input
+gradients, and :func:`single_level_explanation`, which turns a finished map into an
+:class:`~medmdm.explainers.base.Explanation` scored the same way for every method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from medmdm.errors import OptionError
+from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
+from medmdm.explainers.perturbation import baseline_image, keep, remove
+
+# Most voxels (samples x channels x spatial) of perturbed images built at once when max_batch is None.
+_VOXEL_BUDGET = 2**25
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """Validate an integer option of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def perturbation_chunk(max_batch: int | None, sample: torch.Tensor) -> int:
+    """Samples of perturbed images to build at once: ``max_batch``, else a fixed memory budget.
+
+    Parameters
+    ----------
+    max_batch : int, optional
+        The explainer's bound on the model batch.
+    sample : torch.Tensor
+        (C, *spatial) or (1, *spatial), one sample of what is built.
+    """
+    budget = max(1, _VOXEL_BUDGET // sample.numel())
+    return min(max_batch, budget) if max_batch is not None else budget
+
+
+def input_gradients(scorer: ModelScorer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N, C, *spatial) gradient of each sample's class score with respect to that sample.
+
+    One pass of ``x`` (chunk it to bound memory); model parameters get no gradient. Samples do not
+    interact in an eval-mode model, so the gradient of the summed scores is per-sample. A score
+    that does not depend on the input has a zero gradient.
+    """
+    with torch.enable_grad():
+        inputs = x.detach().clone().requires_grad_(True)
+        score = scorer(inputs, target).sum()
+        if not score.requires_grad:
+            return torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(score, inputs, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad.float()
+
+
+def single_level_explanation(
+    method: str,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    scorer: ModelScorer,
+    score_original: torch.Tensor,
+    saliency: torch.Tensor,
+) -> Explanation:
+    """The explanation of a one-shot method, scored like every other explainer.
+
+    Whatever baseline a method perturbs towards, its scores are recorded against the ``mean``
+    baseline image, so that maps of different methods compare: ``score_baseline`` is the score of
+    that image, ``score_masked`` of the original with only the map kept, ``score_remaining`` with
+    the map removed. Costs 3 samples per image.
+
+    Parameters
+    ----------
+    method : str
+        Registry name, for warnings.
+    x : torch.Tensor
+        (B, C, *spatial) images on the compute device.
+    target, score_original : torch.Tensor
+        (B,) class explained and its score on ``x``.
+    scorer : ModelScorer
+        The call's scorer (counts the samples).
+    saliency : torch.Tensor
+        (B, 1, *spatial) normalised map.
+    """
+    base = baseline_image(x, "mean")
+    masked = scorer.scores(keep(x, base, saliency), target)
+    remaining = scorer.scores(remove(x, base, saliency), target)
+    batch = x.shape[0]
+    level = LevelRecord(
+        map=saliency,
+        ran=torch.ones(batch, dtype=torch.bool),
+        weight=torch.ones(batch),
+        score_input=score_original,
+        score_masked=masked,
+        score_remaining=remaining,
+        steps=torch.zeros(batch, dtype=torch.long),
+    )
+    notes = []
+    empty = (saliency.flatten(1).amax(1) <= 0).cpu()
+    if empty.any():
+        notes.append(
+            f"{method} found no evidence in image(s) {empty.nonzero()[:, 0].tolist()}: their maps are "
+            "empty (the score does not respond to the input there)"
+        )
+    return Explanation(
+        map=saliency,
+        target=target,
+        score_original=score_original,
+        score_baseline=scorer.scores(base, target),
+        score_masked=masked,
+        score_remaining=remaining,
+        levels=[level],
+        steps=level.steps.clone(),
+        warnings=notes,
+    )
