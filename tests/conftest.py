@@ -67,3 +67,18 @@ class Failing(nn.Module):
         if self.calls == self.fail_at:
             raise RuntimeError("boom")
         return self.inner(x)
+
+
+class Partly(nn.Module):
+    """Mixed training and requires_grad flags, a kept gradient: all must come back as they were."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.norm = nn.BatchNorm2d(1)
+        self.norm.eval()
+        self.norm.weight.requires_grad_(False)
+        self.norm.bias.grad = torch.ones_like(self.norm.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.norm(x))

@@ -304,27 +304,28 @@ def tf32_enabled(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
-def check_input(x: Any) -> torch.Tensor:
-    """Validate an image batch and return it as a plain tensor.
+def check_input(x: Any, name: str = "x") -> torch.Tensor:
+    """Validate an image batch (or a map of one) and return it as a plain tensor.
 
     Raises
     ------
     InputError
         If ``x`` is not a floating-point tensor of shape (B, C, H, W) or (B, C, D, H, W),
-        is empty, or holds NaN or infinite values.
+        is empty, or holds NaN or infinite values; the message calls it ``name``.
     """
     if not isinstance(x, torch.Tensor):
-        raise InputError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim not in (4, 5):
         raise InputError(
-            f"x must have shape (B, C, H, W) or (B, C, D, H, W); got {x.ndim} dimensions {tuple(x.shape)}"
+            f"{name} must have shape (B, C, H, W) or (B, C, D, H, W); "
+            f"got {x.ndim} dimensions {tuple(x.shape)}"
         )
     if not x.is_floating_point():
-        raise InputError(f"x must be a floating-point tensor, got {x.dtype}")
+        raise InputError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.numel() == 0:
-        raise InputError(f"x is empty: shape {tuple(x.shape)}")
+        raise InputError(f"{name} is empty: shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
-        raise InputError("x holds NaN or infinite values")
+        raise InputError(f"{name} holds NaN or infinite values")
     return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
 
 

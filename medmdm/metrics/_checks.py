@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from medmdm.errors import InputError, OptionError
+from medmdm.explainers.base import check_input
 
 
 def check_saliency(saliency: Any, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -26,10 +27,9 @@ def check_saliency(saliency: Any, like: torch.Tensor | None = None) -> torch.Ten
         If ``saliency`` is not a finite floating-point tensor of shape (B, 1, H, W) or
         (B, 1, D, H, W), or does not match ``like``.
     """
-    if not isinstance(saliency, torch.Tensor):
-        raise InputError(f"saliency must be a torch.Tensor, got {type(saliency).__name__}")
+    saliency = check_input(saliency, "saliency")
     shape = tuple(saliency.shape)
-    if saliency.ndim not in (4, 5) or shape[1] != 1:
+    if shape[1] != 1:
         raise InputError(f"saliency must have shape (B, 1, H, W) or (B, 1, D, H, W); got {shape}")
     if like is not None and (
         saliency.ndim != like.ndim or shape[0] != like.shape[0] or shape[2:] != like.shape[2:]
@@ -38,13 +38,7 @@ def check_saliency(saliency: Any, like: torch.Tensor | None = None) -> torch.Ten
         raise InputError(
             f"saliency has shape {shape}; expected {expected} to match x of shape {tuple(like.shape)}"
         )
-    if not saliency.is_floating_point():
-        raise InputError(f"saliency must be a floating-point tensor, got {saliency.dtype}")
-    if saliency.numel() == 0:
-        raise InputError(f"saliency is empty: shape {shape}")
-    if not torch.isfinite(saliency).all():
-        raise InputError("saliency holds NaN or infinite values")
-    return saliency.as_subclass(torch.Tensor) if type(saliency) is not torch.Tensor else saliency
+    return saliency
 
 
 def check_region(region: Any, saliency: torch.Tensor) -> torch.Tensor:

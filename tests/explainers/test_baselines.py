@@ -15,7 +15,7 @@ from medmdm.explainers.gradients import IntegratedGradients, Saliency
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.occlusion import Occlusion, window_starts
 from medmdm.explainers.rise import RISE
-from tests.conftest import Failing, box_case, mass_inside, peak_inside
+from tests.conftest import Failing, Partly, box_case, mass_inside, peak_inside
 
 # Images whose maps are empty (a class the CNN sees no evidence for) are warned about.
 pytestmark = pytest.mark.filterwarnings("ignore:.*found no evidence:UserWarning")
@@ -179,21 +179,6 @@ def test_one_and_three_channels(method: type[Explainer], channels: int, dims: in
     saliency = method(model_for(method, dims, channels), **FAST[method])(case.x)
     assert saliency.shape == (1, 1, *case.x.shape[2:])
     assert saliency.min() >= 0 and saliency.max() <= 1
-
-
-class Partly(nn.Module):
-    """Mixed training and requires_grad flags, a kept gradient: all must come back as they were."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.norm = nn.BatchNorm2d(1)
-        self.norm.eval()
-        self.norm.weight.requires_grad_(False)
-        self.norm.bias.grad = torch.ones_like(self.norm.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(self.norm(x))
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medmdm import InputError, ModelError, OptionError, explainers
-from tests.conftest import Failing, box_case, mass_inside
+from tests.conftest import Failing, Partly, box_case, mass_inside
 
 FAST = {"steps": 20, "min_steps": 5}
 NAMES = ["dm", "hdm", "mdm", "mdm-reference"]
@@ -143,20 +143,6 @@ def _model_state(model: nn.Module) -> tuple[list, list, list]:
     )
 
 
-class Partly(nn.Module):
-    """A model with mixed training and requires_grad flags, to check they come back as they were."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.norm = nn.BatchNorm2d(1)
-        self.norm.eval()
-        self.norm.weight.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(self.norm(x))
-
-
 def test_model_left_as_found() -> None:
     case = box_case(2)
     model = Partly(case.model).train()
@@ -166,7 +152,8 @@ def test_model_left_as_found() -> None:
     after = _model_state(model)
     assert before[0] == after[0] and before[1] == after[1]
     assert all(torch.equal(a, b) for a, b in zip(before[2], after[2], strict=True))
-    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(model.norm.bias.grad, torch.ones(1))
+    assert all(p.grad is None for name, p in model.named_parameters() if name != "norm.bias")
 
 
 def test_model_left_as_found_after_a_failure() -> None:
