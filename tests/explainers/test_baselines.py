@@ -15,7 +15,7 @@ from medmdm.explainers.gradients import IntegratedGradients, Saliency
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.occlusion import Occlusion, window_starts
 from medmdm.explainers.rise import RISE
-from tests.conftest import Failing, Partly, box_case, mass_inside, peak_inside
+from tests.conftest import Constant, Failing, Partly, box_case, mass_inside, peak_inside
 
 # Images whose maps are empty (a class the CNN sees no evidence for) are warned about.
 pytestmark = pytest.mark.filterwarnings("ignore:.*found no evidence:UserWarning")
@@ -364,17 +364,6 @@ def test_bad_inputs_and_targets_are_input_errors(method: type[Explainer]) -> Non
         explainer(case.x[0])
     with pytest.raises(InputError, match="target"):
         explainer(case.x, [0, 1, 1])
-
-
-class Constant(nn.Module):
-    """Logits that ignore the input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor([0.5, 2.0]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(x.shape[0], 2)
 
 
 @pytest.mark.parametrize("method", PERTURBATION, ids=lambda m: m.name)

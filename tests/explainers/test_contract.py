@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medmdm import InputError, ModelError, OptionError, explainers
-from tests.conftest import Failing, Partly, box_case, mass_inside
+from tests.conftest import Constant, Failing, Partly, box_case, mass_inside
 
 FAST = {"steps": 20, "min_steps": 5}
 NAMES = ["dm", "hdm", "mdm", "mdm-reference"]
@@ -245,17 +245,6 @@ def test_a_baseline_that_removes_nothing_is_warned_about() -> None:
         explainer(case.x, target=0)
     assert caught[0].filename == __file__
     assert explainer.last.summary()["warnings"] == [str(caught[0].message)]
-
-
-class Constant(nn.Module):
-    """Logits that ignore the input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor([0.5, 2.0]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(x.shape[0], 2)
 
 
 @pytest.mark.parametrize("name", NAMES)
