@@ -242,11 +242,9 @@ class ModelScorer:
         """(N,) score of class ``target[n]`` for each sample of ``x``."""
         return self.scores_from_logits(self.logits(x), target)
 
-    @torch.no_grad()
     def scores(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(N,) scores without gradients, in chunks of ``max_batch`` samples."""
-        chunk = self.max_batch or x.shape[0]
-        return torch.cat([self(x[i : i + chunk], target[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+        return self.scores_from_logits(self.all_logits(x), target)
 
     @torch.no_grad()
     def all_logits(self, x: torch.Tensor) -> torch.Tensor:
