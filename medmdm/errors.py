@@ -17,3 +17,7 @@ class ModelError(MedmdmError):
 
 class OptionError(MedmdmError, ValueError):
     """An explainer option is unknown or has an invalid value."""
+
+
+class BundleError(ModelError):
+    """A MONAI Bundle cannot be used: missing configs or weights, a config that does not parse."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from medmdm import __version__, explainers
@@ -25,3 +28,150 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def cli_case(tmp_path_factory):
+    from medmdm.testing.bundles import ct_with_ball, detector_bundle
+
+    folder = tmp_path_factory.mktemp("cli")
+    study, _ = ct_with_ball(folder / "ct.nii.gz")
+    return study, detector_bundle(folder / "bundle")
+
+
+def test_explain_writes_outputs_and_a_summary(cli_case, tmp_path, capsys):
+    study, bundle = cli_case
+    config = tmp_path / "options.yaml"
+    config.write_text("baseline: constant\nbaseline_value: 0.0\n")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "explain",
+            str(study),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            "--steps",
+            "15",
+            "--seed",
+            "3",
+            "--format",
+            "nifti,json",
+        ]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "lesion_detector_3d" in captured.out and str(out) in captured.out
+    report = json.loads((out / "report.json").read_text())
+    options = report["method"]["options"]
+    assert (options["baseline"], options["seed"]) == ("constant", 3)
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "saliency.nii.gz"]
+
+
+def test_quiet_prints_nothing(cli_case, tmp_path, capsys):
+    study, bundle = cli_case
+    assert (
+        main(
+            [
+                "explain",
+                str(study),
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                "--steps",
+                "5",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["explain", "{tmp}/absent.nii.gz"], "absent.nii.gz: no such file or folder"),
+        (["explain", "{study}", "--method", "nope"], "unknown explainer 'nope'"),
+        (["explain", "{study}", "--format", "tiff"], "unknown output format tiff"),
+        (["explain", "{study}", "--format", "dicom-sc"], "need a DICOM study"),
+        (["explain", "{study}", "--target", "x"], "--target must be a class index"),
+        (["explain", "{study}", "--target", "7", "--steps", "2"], "out of range"),
+        (["explain", "{study}", "--config", "{tmp}/bad.yaml"], "bad.yaml: cannot parse the config file"),
+        (["explain", "{study}", "--config", "{tmp}/list.yaml"], "must hold a mapping"),
+        (["explain", "{study}", "--bundle", "{tmp}"], "no configs/inference"),
+        (["explain", "{study}", "--steps", "many"], "invalid int value"),
+        (["explain"], "the following arguments are required: study"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli_case, tmp_path, capsys, arguments, message):
+    study, bundle = cli_case
+    (tmp_path / "bad.yaml").write_text("steps: [1, 2\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    args = [a.format(tmp=tmp_path, study=study) for a in arguments]
+    if "--bundle" not in args and len(args) > 1:
+        args += ["--bundle", str(bundle)]
+    out = tmp_path / "out"
+    code = main([*args, "--out", str(out)] if len(args) > 1 else args)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medmdm: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_existing_output_folder_and_overwrite(cli_case, tmp_path, capsys):
+    study, bundle = cli_case
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    base = ["explain", str(study), "--bundle", str(bundle), "--out", str(out), "--steps", "5", "--quiet"]
+    assert main(base) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert main([*base, "--overwrite"]) == 0
+    assert not (out / "notes.txt").exists() and (out / "report.json").is_file()
+
+
+def test_internal_error_is_exit_1_and_traceback_only_with_debug(cli_case, tmp_path, capsys, monkeypatch):
+    study, bundle = cli_case
+    import medmdm.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(pipeline, "write_preview", broken)
+    base = ["explain", str(study), "--bundle", str(bundle), "--steps", "5", "--quiet", "--format", "png"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "medmdm: internal error: RuntimeError: renderer crashed" in err and "Traceback" not in err
+    assert main([*base, "--out", str(tmp_path / "b"), "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_info_describes_a_study_and_lists_series(cli_case, tmp_path, capsys):
+    study, _ = cli_case
+    assert main(["info", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "40 x 36 x 14" in out and "LPS" in out and "nifti" in out
+
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), folder / name)
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "2 series" in out and "CT" in out and "MR" in out
+    assert main(["info", str(tmp_path / "missing")]) == 2

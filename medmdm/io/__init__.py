@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from medmdm.io.dicom import SeriesInfo, list_series
+from medmdm.io.monai_reader import StudyReader
 from medmdm.io.reader import Study, load_study
 
-__all__ = ["SeriesInfo", "Study", "list_series", "load_study"]
+__all__ = ["SeriesInfo", "Study", "StudyReader", "list_series", "load_study"]

@@ -246,6 +246,8 @@ def _load_nifti(path: Path) -> Study:
             f"{path}: unsupported NIfTI (shape {data.shape}, affine finite: {np.isfinite(affine).all()})"
         )
     data = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]  # (X, Y, Z, C): channels first
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]  # one slice: a 2D image, as a single-frame DICOM file reads
     spatial_rank = data.ndim - 1
     spacing = tuple(float(np.linalg.norm(affine[:3, i])) for i in range(spatial_rank))
     return _study(data, affine, path, "nifti", spacing, files=[path])

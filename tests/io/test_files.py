@@ -79,6 +79,17 @@ def test_nifti_round_trip(tmp_path, suffix):
     assert study.files == [path]
 
 
+def test_single_slice_nifti_is_a_2d_study_like_its_dicom(tmp_path):
+    dicom = load_study(get_testdata_file("CT_small.dcm"))
+    path = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(dicom.image[0].numpy()[..., None], dicom.affine.numpy()), path)
+    study = load_study(path)
+    assert tuple(study.image.shape) == tuple(dicom.image.shape) == (1, 128, 128)
+    np.testing.assert_array_equal(study.image.numpy(), dicom.image.numpy())
+    np.testing.assert_allclose(study.affine.numpy(), dicom.affine.numpy(), atol=1e-5)
+    assert study.size == (128, 128)
+
+
 def test_nifti_from_a_series_reads_back(ct_series, tmp_path):
     study = load_study(ct_series.folder)
     path = tmp_path / "ct.nii.gz"

@@ -1,0 +1,175 @@
+"""medmdm's study reader as a MONAI ``ImageReader``, for ``LoadImage``, ``LoadImaged`` and bundles.
+
+Why a reader of our own rather than MONAI's ``PydicomReader``:
+
+- **Slice order by position.** ``PydicomReader`` stacks a series folder by InstanceNumber, which
+  real series do not always number along the slice normal, and takes the slice gap from the z of
+  ImagePositionPatient. :func:`~medmdm.io.load_study` sorts the slices by their position along the
+  normal (oblique series included) and refuses a series with a missing or repeated slice.
+- **Our geometry.** The image and the RAS affine are exactly those of ``load_study``
+  (conventions in :mod:`medmdm.io.reader`), so a map computed on what ``LoadImage`` returns lies
+  on the grid medmdm's writers expect.
+- **Compressed syntaxes.** Pixel data is decoded by pydicom's handlers (JPEG baseline and
+  lossless, JPEG-LS, JPEG 2000, RLE), no ITK needed; NIfTI goes through nibabel.
+
+``read`` only resolves the paths; the study is read in ``get_data``. An exception raised by
+``read`` makes ``LoadImage`` try its default readers one after the other, and ``PydicomReader``
+silently stacks a series with a missing slice; an exception from ``get_data`` reaches the caller
+as it is. So a bad input is the :class:`~medmdm.errors.InputError` of ``load_study``, naming the
+file (inside ``Compose``, MONAI raises ``RuntimeError("applying transform ...")`` from it).
+
+Three ways to use it::
+
+    LoadImage(reader=StudyReader(), image_only=True, ensure_channel_first=True)
+    LoadImaged(keys="image", reader=StudyReader(series_uid=uid), ensure_channel_first=True)
+    LoadImaged(keys="image", reader="medmdm.io.StudyReader", ensure_channel_first=True)
+
+The dotted name is resolved by ``LoadImage`` itself (``pydoc.locate``), and keyword arguments
+given to ``LoadImage`` next to it (``series_uid=...``) go to the reader's constructor; the same
+string works as ``"reader"`` of a ``LoadImaged`` in a bundle's configuration.
+
+Examples
+--------
+>>> from monai.transforms import LoadImage
+>>> from pydicom.data import get_testdata_file
+>>> from medmdm.io import StudyReader
+>>> load = LoadImage(reader=StudyReader(), image_only=True, ensure_channel_first=True)
+>>> tuple(load(get_testdata_file("SC_rgb_rle.dcm")).shape)  # RGB, 100 columns x 100 rows
+(3, 100, 100)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.config import PathLike
+from monai.data import ImageReader
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
+from pydicom.misc import is_dicom
+
+from medmdm.errors import InputError
+from medmdm.io.reader import NIFTI_SUFFIXES, Study, load_study
+
+DICOM_SUFFIXES = (".dcm",)
+AFFINE_TOLERANCE = 1e-4  # mm; files read together must share their grid up to this
+
+
+class StudyReader(ImageReader):
+    """MONAI ``ImageReader`` over :func:`medmdm.io.load_study`.
+
+    ``LoadImage(reader=StudyReader(), ensure_channel_first=True)`` gives the ``(C, *spatial)``
+    float32 image and the affine of ``load_study(path).image``. Without ``ensure_channel_first``
+    the array is shaped as MONAI's readers shape theirs: a grey image has no channel axis
+    (``original_channel_dim`` is NaN), several channels come last (``original_channel_dim`` -1).
+    Several paths given together are read as the channels of one image and must share a grid.
+
+    Parameters
+    ----------
+    series_uid : str, optional
+        The series to read from folders holding several (passed to ``load_study``).
+    """
+
+    def __init__(self, series_uid: str | None = None) -> None:
+        super().__init__()
+        self.series_uid = series_uid
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        """Whether every path is a folder, a ``.nii``/``.nii.gz``/``.dcm`` name or a DICOM file.
+
+        Parameters
+        ----------
+        filename : path or sequence of paths
+
+        Returns
+        -------
+        bool
+        """
+        return all(_is_study_path(Path(p)) for p in ensure_tuple(filename))
+
+    def read(self, data: Sequence[PathLike] | PathLike) -> tuple[Path, ...]:
+        """The paths to read; the reading itself happens in :meth:`get_data` (see the module notes).
+
+        Parameters
+        ----------
+        data : path or sequence of paths
+            Files or folders accepted by ``load_study``; several are the channels of one image.
+
+        Returns
+        -------
+        tuple of Path
+        """
+        return tuple(Path(p) for p in ensure_tuple(data))
+
+    def get_data(self, img: Sequence[Path]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Read the studies and return the image array and its meta dictionary.
+
+        Parameters
+        ----------
+        img : sequence of Path
+            What :meth:`read` returned.
+
+        Returns
+        -------
+        array : numpy.ndarray
+            float32, ``(*spatial)`` for one grey image, else ``(*spatial, C)``.
+        meta : dict
+            ``affine`` and ``original_affine`` (4x4 RAS, float64), ``spatial_shape``,
+            ``original_channel_dim``, ``space`` (``"RAS"``), ``spacing``, ``filename_or_obj`` (the
+            first path), and the first study's ``modality``, ``series_uid``, ``study_uid`` and
+            ``frame_of_reference_uid``.
+
+        Raises
+        ------
+        InputError
+            What ``load_study`` raises; files given together with different grids; no path.
+        """
+        if not img:
+            raise InputError("StudyReader: no path to read")
+        studies = [load_study(p, self.series_uid) for p in img]
+        first = studies[0]
+        channels = _stack_channels(studies)  # (C, *spatial)
+        if channels.shape[0] == 1:
+            array, channel_dim = channels[0], float("nan")
+        else:
+            array, channel_dim = np.moveaxis(channels, 0, -1), -1
+        affine = first.affine.numpy().astype(np.float64)
+        meta = {
+            MetaKeys.AFFINE: affine,
+            MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(first.size),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: channel_dim,
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            "spacing": np.asarray(first.spacing),
+            ImageMetaKey.FILENAME_OR_OBJ: str(first.path),
+            "modality": first.modality,
+            "series_uid": first.series_uid,
+            "study_uid": first.study_uid,
+            "frame_of_reference_uid": first.frame_of_reference_uid,
+        }
+        return np.ascontiguousarray(array), meta
+
+
+def _is_study_path(path: Path) -> bool:
+    if path.name.lower().endswith(NIFTI_SUFFIXES + DICOM_SUFFIXES) or path.is_dir():
+        return True
+    return path.is_file() and is_dicom(path)
+
+
+def _stack_channels(studies: list[Study]) -> np.ndarray:
+    """The studies' images concatenated along the channel axis, ``(C, *spatial)``; one grid required."""
+    first = studies[0]
+    for study in studies[1:]:
+        if study.size != first.size:
+            raise InputError(
+                f"{study.path}: spatial shape {study.size} differs from {first.size} of {first.path}; "
+                "files read together are the channels of one image"
+            )
+        if not np.allclose(study.affine.numpy(), first.affine.numpy(), atol=AFFINE_TOLERANCE):
+            raise InputError(
+                f"{study.path}: affine differs from that of {first.path}; "
+                "files read together are the channels of one image"
+            )
+    return np.concatenate([study.image.numpy() for study in studies])
