@@ -27,8 +27,16 @@ from medmdm.errors import InputError, ModelError, OptionError
 from medmdm.explainers.base import Explanation, ProgressEvent
 from medmdm.geometry import map_to_source
 from medmdm.io import Study, load_study
-from medmdm.writers import write_nifti_image, write_nifti_overlay, write_preview
-from medmdm.writers.report import package_versions, write_report
+from medmdm.writers import (
+    write_nifti_image,
+    write_nifti_overlay,
+    write_parametric_map,
+    write_preview,
+    write_report,
+    write_secondary_capture,
+    write_segmentation,
+)
+from medmdm.writers.report import package_versions
 
 OUTPUT_FORMATS = ("nifti", "dicom-pm", "dicom-sc", "dicom-seg", "png", "json")
 DICOM_FORMATS = ("dicom-pm", "dicom-sc", "dicom-seg")
@@ -234,7 +242,10 @@ def _report(
             "channels": int(study.image.shape[0]),
         },
         "model": {**bundle.summary(), "input_shape": list(network_input.shape[1:])},
-        "method": {"name": explanation.method, "options": summary["options"]},
+        "method": {
+            "name": explanation.method,
+            "options": {k: v for k, v in summary["options"].items() if k not in ("progress", "device")},
+        },
         "target": {
             "kind": "class",
             "index": target,
@@ -278,25 +289,18 @@ def _write_outputs(
     target = report["target"]
     label = target["name"] or f"class {target['index']}"
     if "dicom-pm" in formats:
-        from medmdm.writers.parametric_map import write_parametric_map
-
-        add(
-            write_parametric_map(
-                saliency, study, folder / "saliency_pm.dcm", method=method, target_label=label
-            ),
-            "dicom-pm",
+        pm = write_parametric_map(
+            saliency, study, folder / "saliency_pm.dcm", method=method, target_label=label
         )
+        add(pm, "dicom-pm")
     if "dicom-sc" in formats:
-        from medmdm.writers.secondary_capture import write_secondary_capture
-
-        sc_folder = folder / "secondary_capture"
-        sc_folder.mkdir()
-        for path in write_secondary_capture(saliency, study, sc_folder, method=method):
+        for path in write_secondary_capture(saliency, study, folder / "secondary_capture", method=method):
             add(path, "dicom-sc")
     if "dicom-seg" in formats:
-        from medmdm.writers.segmentation import write_segmentation
-
-        add(write_segmentation(saliency, study, folder / "saliency_seg.dcm", method=method), "dicom-seg")
+        try:
+            add(write_segmentation(saliency, study, folder / "saliency_seg.dcm", method=method), "dicom-seg")
+        except InputError as error:  # a flat map has no top region: say so, write the rest
+            report["warnings"].append(f"no DICOM SEG written: {error}")
     if "png" in formats:
         title = f"{bundle.name}: {method}, {label}"
         add(write_preview(study.image, saliency, folder / "preview.png", title=title), "png")

@@ -166,19 +166,54 @@ def load_bundle(
         ) from error
     parser["bundle_root"] = str(root)
     with _bundle_scripts(root):
-        network, weights = _network_and_weights(parser, root, name, allow_random_weights)
-        preprocessing, image_key = _preprocessing(parser, name)
+        network = _network_def(parser, root, name)
+        preprocessing = _parsed_preprocessing(parser, name)
+    return assemble_bundle(
+        root, network, preprocessing, allow_random_weights=allow_random_weights, config_files=files
+    )
+
+
+def assemble_bundle(
+    root: str | Path,
+    network: torch.nn.Module | None,
+    preprocessing: Any = None,
+    *,
+    allow_random_weights: bool = False,
+    config_files: Sequence[Path] = (),
+) -> Bundle:
+    """Make a :class:`Bundle` from a network and a preprocessing already built from the bundle's config.
+
+    Used where MONAI parsed the configs (``python -m monai.bundle run``); :func:`load_bundle` ends here too.
+
+    Parameters
+    ----------
+    root : str or Path
+        The bundle folder, for ``configs/metadata.json`` and ``models/model.pt`` (or ``model.ts``).
+    network : torch.nn.Module or None
+        The instantiated ``network_def``; None uses ``models/model.ts``.
+    preprocessing : callable, optional
+        The instantiated ``preprocessing`` (a Compose or one transform); its loading steps are dropped.
+    allow_random_weights : bool
+        Keep the network's initial weights when the bundle has no weights file.
+    config_files : sequence of Path
+        The config files the parts came from, for the report.
+    """
+    root = Path(root).expanduser().resolve()
+    metadata = _read_metadata(root)
+    name = str(metadata.get("name") or root.name)
+    network, weights = _with_weights(network, root, name, allow_random_weights)
     network.eval()
+    kept, image_key = _without_loading(preprocessing)
     return Bundle(
         root=root,
         name=name,
         version=str(metadata.get("version", "")),
         network=network,
-        preprocessing=preprocessing,
+        preprocessing=kept,
         image_key=image_key,
         class_names=_class_names(metadata),
         spatial_dims=_spatial_dims(metadata, network),
-        config_files=files,
+        config_files=list(config_files),
         weights=weights,
         weights_sha256=_sha256(weights) if weights else "",
     )
@@ -254,13 +289,11 @@ def _bundle_scripts(root: Path) -> Iterator[None]:
             sys.path.remove(str(root))
 
 
-def _network_and_weights(
-    parser: ConfigParser, root: Path, name: str, allow_random_weights: bool
-) -> tuple[torch.nn.Module, Path | None]:
-    state_file, script_file = root / "models" / "model.pt", root / "models" / "model.ts"
+def _network_def(parser: ConfigParser, root: Path, name: str) -> torch.nn.Module | None:
+    """The instantiated ``network_def``; None when the bundle has none but a TorchScript file."""
     if "network_def" not in parser.config:
-        if script_file.is_file():
-            return _torchscript(script_file, name), script_file
+        if (root / "models" / "model.ts").is_file():
+            return None
         raise BundleError(f"bundle {name}: no network_def in its config (and no models/model.ts)")
     try:
         network = parser.get_parsed_content("network_def", instantiate=True)
@@ -268,11 +301,21 @@ def _network_and_weights(
         raise BundleError(f"bundle {name}: cannot build network_def ({one_line(error)})") from error
     if not isinstance(network, torch.nn.Module):
         raise BundleError(f"bundle {name}: network_def is a {type(network).__name__}, not a torch module")
-    if state_file.is_file():
+    return network
+
+
+def _with_weights(
+    network: torch.nn.Module | None, root: Path, name: str, allow_random_weights: bool
+) -> tuple[torch.nn.Module, Path | None]:
+    """The network with the bundle's weights: ``models/model.pt`` into ``network``, else ``model.ts``."""
+    state_file, script_file = root / "models" / "model.pt", root / "models" / "model.ts"
+    if network is not None and state_file.is_file():
         network.load_state_dict(_state_dict(state_file, network, name))
         return network, state_file
     if script_file.is_file():
         return _torchscript(script_file, name), script_file
+    if network is None:
+        raise BundleError(f"bundle {name}: no network_def in its config (and no models/model.ts)")
     if allow_random_weights:
         return network, None
     raise BundleError(
@@ -311,21 +354,27 @@ def _state_dict(path: Path, network: torch.nn.Module, name: str) -> dict[str, to
     return checkpoint
 
 
-def _preprocessing(parser: ConfigParser, name: str) -> tuple[Compose, str]:
+def _parsed_preprocessing(parser: ConfigParser, name: str) -> Any:
     if "preprocessing" not in parser.config:
-        return Compose([]), "image"
+        return None
     # Instantiating LoadImage(d) makes MONAI log that the optional GPU DICOM decoder is missing; medmdm
     # drops that step anyway.
     codec_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
     level = codec_logger.level
     codec_logger.setLevel(logging.ERROR)
     try:
-        pre = parser.get_parsed_content("preprocessing", instantiate=True)
+        return parser.get_parsed_content("preprocessing", instantiate=True)
     except Exception as error:
         raise BundleError(f"bundle {name}: cannot build preprocessing ({one_line(error)})") from error
     finally:
         codec_logger.setLevel(level)
-    transforms = pre.flatten().transforms if isinstance(pre, Compose) else [pre]
+
+
+def _without_loading(preprocessing: Any) -> tuple[Compose, str]:
+    """The preprocessing without its loading steps, and the key of the image it reads."""
+    if preprocessing is None:
+        return Compose([]), "image"
+    transforms = preprocessing.flatten().transforms if isinstance(preprocessing, Compose) else [preprocessing]
     keyed = [t for t in transforms if hasattr(t, "keys") and not callable(t.keys)]
     loaders = [t for t in keyed if type(t).__name__ == "LoadImaged"]
     image_key = str(next(iter((loaders or keyed)[0].keys))) if keyed else "image"

@@ -1,14 +1,30 @@
-"""Writing explanations: NIfTI overlays, PNG previews; every file is written atomically.
+"""Writing explanations; every file is written atomically.
 
 ``write_nifti_overlay(saliency, reference, path)`` puts a map on its image's grid with the image's
 RAS affine; ``write_nifti_image(reference, path)`` writes the image beside it;
-``write_preview(image, saliency, path)`` draws a PNG (needs matplotlib, imported on use).
+``write_preview(image, saliency, path)`` draws a PNG; for a DICOM study,
+``write_parametric_map``, ``write_secondary_capture`` and ``write_segmentation`` write a Parametric Map,
+colour Secondary Captures and a binary SEG in the study's Study and Frame of Reference, in new series;
+``write_report(report, path)`` writes the JSON report.
 """
 
 from __future__ import annotations
 
 from medmdm.writers.atomic import atomic_path
 from medmdm.writers.nifti import write_nifti_image, write_nifti_overlay
+from medmdm.writers.parametric_map import write_parametric_map
 from medmdm.writers.preview import write_preview
+from medmdm.writers.report import write_report
+from medmdm.writers.secondary_capture import write_secondary_capture
+from medmdm.writers.segmentation import write_segmentation
 
-__all__ = ["atomic_path", "write_nifti_image", "write_nifti_overlay", "write_preview"]
+__all__ = [
+    "atomic_path",
+    "write_nifti_image",
+    "write_nifti_overlay",
+    "write_parametric_map",
+    "write_preview",
+    "write_report",
+    "write_secondary_capture",
+    "write_segmentation",
+]

@@ -1,0 +1,324 @@
+"""What the DICOM writers share: the source of a study, the map in frame layout, the new series.
+
+The DICOM writers (:mod:`medmdm.writers.parametric_map`, :mod:`medmdm.writers.secondary_capture`,
+:mod:`medmdm.writers.segmentation`) take a map on the grid of a :class:`medmdm.io.Study` read from
+DICOM and write objects in the source's study (and frame of reference, where the source has
+one), in a new series labelled as a research result, not for diagnosis.
+
+Layouts: a study's map is ``(W, H)`` (2D) or ``(X, Y, Z)`` (3D) with axis 0 the DICOM column
+index, axis 1 the row index and axis 2 the slice (sorted along the slice normal); highdicom wants
+frames ``(frames, rows, columns)`` in the order of the source's frames: slice order for
+single-frame images, the file's frame order for a multi-frame image.
+
+Sources: single-frame images (a series, or one file) and enhanced multi-frame images (frames
+placed by functional groups) for every writer; other multi-frame images (RT dose, ultrasound,
+NM frames) for the Secondary Capture only. An image without a frame of reference (a projection
+radiograph, CR/DX) has no place in patient space: each writer says how it deals with that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from pydicom.valuerep import DS
+
+from medmdm import __version__
+from medmdm.errors import InputError
+from medmdm.io import Study
+from medmdm.io.dicom import one_line, read_dataset, read_frames
+from medmdm.writers.checks import saliency_array
+
+MANUFACTURER = "medmdm"
+RESEARCH_NOTICE = "research only, not for diagnosis"
+LONG_STRING = 64  # characters in a DICOM LO value (SeriesDescription, ContentDescription...)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # its own inverse: RAS to LPS too
+# Patient and General Study attributes that are type 2 (present, maybe empty) in every IOD written
+# here; highdicom copies them from the source, which may lack them.
+TYPE_2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+LATERALITIES = ("R", "L")
+# PatientOrientation letters of the +/- LPS axes.
+ORIENTATION_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
+ORIENTATION_TOLERANCE = 1e-3  # direction cosines below this add no letter
+DECIMAL_STRING = 16  # characters in a DICOM DS value
+PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # float, double float, pixel data: left unread
+
+
+@dataclass(frozen=True)
+class NewSeries:
+    """Identity of a new series of derived objects, and of the software that writes it.
+
+    Attributes
+    ----------
+    series_uid : str
+        A new SeriesInstanceUID.
+    series_number : int
+        SeriesNumber: the source's plus an offset per kind of output (the offset alone when the
+        source has none), so that the outputs of one study do not share a number.
+    description : str
+        SeriesDescription, at most 64 characters.
+    manufacturer, model_name, device_serial_number : str
+        ``"medmdm"``.
+    software_versions : str
+        ``medmdm.__version__``.
+    """
+
+    series_uid: str
+    series_number: int
+    description: str
+    manufacturer: str = MANUFACTURER
+    model_name: str = MANUFACTURER
+    device_serial_number: str = MANUFACTURER
+    software_versions: str = __version__
+
+    @classmethod
+    def derived_from(cls, source: Dataset, offset: int, description: str) -> NewSeries:
+        """A new series for objects derived from ``source``, numbered ``source's + offset``."""
+        number = source.get("SeriesNumber")
+        return cls(
+            series_uid=generate_uid(),
+            series_number=(int(number) if number not in (None, "") else 0) + offset,
+            description=long_string(description, "series description"),
+        )
+
+
+@dataclass
+class DicomSource:
+    """The DICOM files a study was read from, as the writers need them.
+
+    Attributes
+    ----------
+    study : medmdm.io.Study
+        The study.
+    datasets : list of pydicom.Dataset
+        The files' headers (pixel data read only when used), one per file, in slice order, made
+        fit for highdicom, which copies from them: see :func:`_prepare_header`.
+    frame_numbers : list of int
+        For each slice of the study, the 1-based frame number in its file (1 for single-frame
+        files).
+    """
+
+    study: Study
+    datasets: list[Dataset]
+    frame_numbers: list[int]
+
+    @classmethod
+    def of(cls, study: Study) -> DicomSource:
+        """Read the source headers of a study.
+
+        Raises
+        ------
+        InputError
+            A NIfTI study; a file that cannot be read.
+        """
+        if study.kind == "nifti":
+            raise InputError(f"{study.path}: DICOM outputs need a DICOM source; this study is NIfTI")
+        files = list(dict.fromkeys(Path(f) for f in study.files))
+        datasets = [read_dataset(f, header_only=True) for f in files]
+        thickness = float(np.linalg.norm(np.asarray(study.affine, dtype=float)[:3, 2]))
+        for ds in datasets:
+            _prepare_header(ds, thickness)
+        if "NumberOfFrames" in datasets[0]:
+            frame_numbers = [int(i) + 1 for i in _slice_order(files[0])]
+        else:
+            frame_numbers = [1] * len(study.files)
+        return cls(study, datasets, frame_numbers)
+
+    @property
+    def path(self) -> Path:
+        """The study's file or folder, for messages."""
+        return self.study.path
+
+    @property
+    def is_multiframe(self) -> bool:
+        """Whether the study is the frames of one multi-frame file (enhanced, or several frames)."""
+        return "NumberOfFrames" in self.datasets[0]
+
+    @property
+    def has_patient_geometry(self) -> bool:
+        """Whether the source places its frames in patient space (frame of reference and planes)."""
+        first = self.datasets[0]
+        if "FrameOfReferenceUID" not in first:
+            return False
+        if self.is_multiframe:
+            shared = first.get("SharedFunctionalGroupsSequence")
+            per_frame = first.get("PerFrameFunctionalGroupsSequence")
+            return bool(shared and per_frame) and (
+                "PlanePositionSequence" in per_frame[0] or "PlanePositionSequence" in shared[0]
+            )
+        return "ImagePositionPatient" in first and "ImageOrientationPatient" in first
+
+    def dataset_of_slice(self, k: int) -> Dataset:
+        """The header of the file holding slice ``k``."""
+        return self.datasets[0] if self.is_multiframe else self.datasets[k]
+
+    def frames(self, data: np.ndarray) -> np.ndarray:
+        """A ``(W, H)`` or ``(X, Y, Z)`` map as ``(frames, rows, cols)`` in the source's frame order."""
+        frames = slices_to_frames(data)
+        if not self.is_multiframe:
+            return frames
+        in_file_order = np.empty_like(frames)
+        in_file_order[np.asarray(self.frame_numbers) - 1] = frames
+        return in_file_order
+
+    def require_frame_geometry(self, what: str) -> None:
+        """Raise :class:`InputError` for a multi-frame source without plane positions per frame."""
+        if self.is_multiframe and not self.has_patient_geometry:
+            first = self.datasets[0]
+            sop = getattr(first.get("SOPClassUID"), "name", first.get("SOPClassUID", "?"))
+            raise InputError(
+                f"{self.study.files[0]}: {what} needs single-frame images or an enhanced multi-frame "
+                f"image (frames placed by functional groups in a frame of reference); this file is {sop}"
+            )
+
+    def source_reference(self, k: int) -> Dataset:
+        """A Source Image Sequence item referencing slice ``k`` (and its frame, in a multi-frame file)."""
+        ds = self.dataset_of_slice(k)
+        item = Dataset()
+        item.ReferencedSOPClassUID = ds.SOPClassUID
+        item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        if self.is_multiframe:
+            item.ReferencedFrameNumber = self.frame_numbers[k]
+        return item
+
+    def patient_orientation(self) -> list[str]:
+        """PatientOrientation of the study's rows and columns: from the geometry, else the source's.
+
+        Empty (``[]``) when neither tells; a value is a string of letters (``"LP"``, ``"F"``).
+        """
+        if self.has_patient_geometry:
+            affine = np.asarray(self.study.affine, dtype=float)
+            return [orientation_letters(LPS_TO_RAS @ affine[:3, axis]) for axis in (0, 1)]
+        given = self.datasets[0].get("PatientOrientation")
+        return [str(v) for v in given] if given and len(given) == 2 else []
+
+
+@contextlib.contextmanager
+def derivation_errors(source: DicomSource, what: str) -> Iterator[None]:
+    """Turn highdicom's refusal of a source (ValueError, AttributeError) into an :class:`InputError`.
+
+    highdicom checks the source while it builds a derived object and raises on what it cannot
+    use (an attribute the source's IOD requires but lacks, geometry it cannot read).
+    """
+    try:
+        yield
+    except (ValueError, AttributeError) as e:
+        raise InputError(f"{source.path}: cannot derive {what} from this source ({one_line(e)})") from e
+
+
+def study_map(saliency: torch.Tensor | np.ndarray, source: DicomSource) -> np.ndarray:
+    """The map as a finite float64 ``(*spatial)`` array on the source study's grid.
+
+    Raises
+    ------
+    InputError
+        A map of another spatial shape or with non-finite values.
+    """
+    values = saliency if isinstance(saliency, torch.Tensor) else torch.as_tensor(np.asarray(saliency))
+    return saliency_array(values, tuple(source.study.size), f"grid of {source.path}")
+
+
+def slices_to_frames(data: np.ndarray) -> np.ndarray:
+    """A ``(W, H)`` or ``(X, Y, Z)`` array as frames ``(1, rows, cols)`` or ``(Z, rows, cols)``."""
+    volume = data[..., None] if data.ndim == 2 else data
+    return np.ascontiguousarray(volume.transpose(2, 1, 0))
+
+
+def orientation_letters(direction: np.ndarray) -> str:
+    """The PatientOrientation value of an LPS direction: its axes' letters by decreasing share."""
+    unit = direction / np.linalg.norm(direction)
+    order = np.argsort(-np.abs(unit), kind="stable")
+    return "".join(
+        ORIENTATION_LETTERS[axis][0 if unit[axis] > 0 else 1]
+        for axis in order
+        if abs(unit[axis]) > ORIENTATION_TOLERANCE
+    )
+
+
+def series_description(method: str, content: str) -> str:
+    """``"medmdm <method> <content> - research only, not for diagnosis"``, cut to 64 characters.
+
+    The notice is always whole; a long method name is shortened to make room.
+    """
+    notice = f" - {RESEARCH_NOTICE}"
+    head = f"medmdm {method} {content}"
+    return head[: LONG_STRING - len(notice)].rstrip() + notice
+
+
+def long_string(value: str, name: str) -> str:
+    """``value`` if it fits a DICOM LO value (64 characters, no backslash), else InputError."""
+    if len(value) > LONG_STRING or "\\" in value:
+        raise InputError(f"{name} must be at most {LONG_STRING} characters without '\\', got {value!r}")
+    return value
+
+
+def copy_laterality(derived: Dataset, source: Dataset) -> None:
+    """Laterality (General Series, type 2C) of the derived object: the source's, else empty.
+
+    Empty means unknown; an unpaired body part would want it absent, which the source does not
+    tell, so validators warn about the empty value.
+    """
+    value = source.get("Laterality")
+    derived.Laterality = value if value in LATERALITIES else None
+
+
+def _prepare_header(dataset: Dataset, thickness: float) -> None:
+    """Make a source header fit for highdicom, which copies patient, study and geometry from it.
+
+    Type 2 patient and study attributes it lacks are added empty; a classic image holding one
+    frame (NumberOfFrames 1, no functional groups) is made a plain single-frame image; a missing
+    SliceThickness of a single-frame image becomes ``thickness`` (the study's slice step); decimal
+    strings longer than DICOM allows (16 characters; some writers store ``repr(float)``) are
+    rounded to fit.
+    """
+    for keyword in TYPE_2_PATIENT_STUDY:
+        if keyword not in dataset:
+            setattr(dataset, keyword, None)
+    if int(dataset.get("NumberOfFrames") or 0) == 1 and "PerFrameFunctionalGroupsSequence" not in dataset:
+        del dataset.NumberOfFrames
+    if "NumberOfFrames" not in dataset and dataset.get("SliceThickness") in (None, ""):
+        dataset.SliceThickness = thickness
+    _shorten_decimal_strings(dataset)
+
+
+def _slice_order(path: Path) -> np.ndarray:
+    """The file's frame index (0-based) of each slice, as :mod:`medmdm.io` orders the frames.
+
+    ``medmdm.io`` sorts the frames along the first frame's slice normal (a stable sort of the
+    file order); this repeats that sort on the frames' positions.
+    """
+    frames = read_frames(read_dataset(path), path)
+    normal = frames[0].normal
+    return np.asarray(sorted(range(len(frames)), key=lambda i: float(frames[i].position @ normal)), dtype=int)
+
+
+def _shorten_decimal_strings(dataset: Dataset) -> None:
+    """Round DS values too long for DICOM (over 16 characters) to fit, in nested sequences too."""
+    for tag in list(dataset.keys()):
+        if tag in PIXEL_DATA_TAGS:
+            continue
+        element = dataset[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _shorten_decimal_strings(item)
+        elif element.VR == "DS" and element.VM > 0:
+            values = list(element.value) if element.VM > 1 else [element.value]
+            if any(len(str(v)) > DECIMAL_STRING for v in values):
+                shortened = [DS(float(v), auto_format=True) for v in values]
+                element.value = shortened if element.VM > 1 else shortened[0]
