@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
 
 ROWS, COLS, N_SLICES = 16, 20, 8
 PIXEL_SPACING = (0.7, 0.9)  # (between rows, between columns)
@@ -63,8 +64,9 @@ def ct_slice(
     ds.PatientName = "Synthetic^Patient"
     ds.PatientID = "SYN001"
     ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [float(v) for v in position]
-    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    # auto_format keeps each decimal string within DICOM's 16 characters
+    ds.ImagePositionPatient = [DSfloat(float(v), auto_format=True) for v in position]
+    ds.ImageOrientationPatient = [DSfloat(float(v), auto_format=True) for v in orientation]
     ds.PixelSpacing = list(pixel_spacing)
     ds.SliceThickness = SLICE_STEP
     ds.RescaleSlope = slope
