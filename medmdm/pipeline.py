@@ -151,8 +151,10 @@ def explain_study(
         Output folder; it must not hold files unless ``overwrite``.
     method : str
         A registered explainer (``medmdm.explainers.available()``).
-    target : int or None
-        Class to explain; None explains the predicted class.
+    target : int, str, target object or None
+        What to explain (see :func:`medmdm.explainers.as_target`): None the predicted class, ``K`` or
+        ``"class:K"`` class K, ``"prototype:K"``, ``"region:K"`` the predicted region of label K of a
+        segmentation network, or a target object.
     options : dict, optional
         Explainer options (``seed``, ``steps``...).
     formats : str or sequence of str, optional
@@ -223,8 +225,14 @@ def _report(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     summary = explanation.summary()
-    target = int(explanation.target[0])
     names = bundle.class_names
+    target = _target_summary(explanation, names)
+    target.update(
+        score_original=summary["score_original"][0],
+        score_masked=summary["score_masked"][0],
+        score_remaining=summary["score_remaining"][0],
+        score_baseline=summary["score_baseline"][0],
+    )
     device = options.get("device")
     return {
         "medmdm_version": __version__,
@@ -246,16 +254,7 @@ def _report(
             "name": explanation.method,
             "options": {k: v for k, v in summary["options"].items() if k not in ("progress", "device")},
         },
-        "target": {
-            "kind": "class",
-            "index": target,
-            "name": names[target] if 0 <= target < len(names) else "",
-            "score": options.get("score", "logit"),
-            "score_original": summary["score_original"][0],
-            "score_masked": summary["score_masked"][0],
-            "score_remaining": summary["score_remaining"][0],
-            "score_baseline": summary["score_baseline"][0],
-        },
+        "target": target,
         "explanation": {
             "samples": summary["samples"],
             "steps": summary["steps"][0] if summary["steps"] else None,
@@ -266,6 +265,22 @@ def _report(
         "environment": package_versions(),
         "warnings": summary["warnings"],
     }
+
+
+def _target_summary(explanation: Explanation, names: list[str]) -> dict[str, Any]:
+    """What was explained, for one study: kind, index, its name in the bundle's metadata, how it is scored."""
+    described = dict(explanation.target_description)
+    kind = str(described.get("kind", "class"))
+    index = int(explanation.target[0]) if explanation.target is not None else None
+    target: dict[str, Any] = {"kind": kind, "index": index}
+    target["name"] = (
+        names[index] if index is not None and kind != "prototype" and 0 <= index < len(names) else ""
+    )
+    for key, value in described.items():
+        if key not in ("kind", "index"):
+            target[key] = value[0] if isinstance(value, list) and len(value) == 1 else value
+    target.setdefault("score", "logit")
+    return target
 
 
 def _write_outputs(
@@ -287,7 +302,7 @@ def _write_outputs(
         if study.kind != "nifti":
             add(write_nifti_image(study.image, folder / "source.nii.gz"), "nifti-image")
     target = report["target"]
-    label = target["name"] or f"class {target['index']}"
+    label = target["name"] or " ".join(str(v) for v in (target["kind"], target["index"]) if v is not None)
     if "dicom-pm" in formats:
         pm = write_parametric_map(
             saliency, study, folder / "saliency_pm.dcm", method=method, target_label=label

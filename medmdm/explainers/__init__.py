@@ -32,6 +32,15 @@ from medmdm.explainers.hdm import HierarchicalDynamicMasks
 from medmdm.explainers.mdm import MDMReference, MultipleDynamicMasks
 from medmdm.explainers.occlusion import Occlusion
 from medmdm.explainers.rise import RISE
+from medmdm.explainers.targets import (
+    BoundTarget,
+    CallableTarget,
+    ClassTarget,
+    PrototypeTarget,
+    RegionTarget,
+    Target,
+    as_target,
+)
 
 register("dm", DynamicMasks, "dynamic masks: coarse benchmark masks guide fine auxiliary masks (one level)")
 register(
@@ -52,6 +61,9 @@ register("gradcampp", GradCAMpp, "baseline: Grad-CAM++ at a convolution layer (M
 
 __all__ = [
     "RISE",
+    "BoundTarget",
+    "CallableTarget",
+    "ClassTarget",
     "DynamicMasks",
     "Explainer",
     "Explanation",
@@ -64,7 +76,11 @@ __all__ = [
     "MultipleDynamicMasks",
     "Occlusion",
     "ProgressEvent",
+    "PrototypeTarget",
+    "RegionTarget",
     "Saliency",
+    "Target",
+    "as_target",
     "available",
     "create",
     "describe",

@@ -8,7 +8,9 @@ Every explainer is called the same way::
 
 The base class does the shared work: input checks, target resolution, freezing the model and
 restoring it afterwards, moving to the compute device and back, timing, and bookkeeping.
-A method implements :meth:`Explainer._attribute` only.
+A method implements :meth:`Explainer._attribute` only. What is explained, ``target``, is any form
+:func:`~medmdm.explainers.targets.as_target` accepts: a class, a prototype, a segmentation
+region or a function of the model output; every score goes through the bound target.
 """
 
 from __future__ import annotations
@@ -17,18 +19,25 @@ import inspect
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from medmdm.errors import InputError, ModelError, OptionError
-
-Target = int | Sequence[int] | torch.Tensor | None
-ScoreKind = Literal["logit", "probability"]
+from medmdm.explainers.targets import (
+    BoundTarget,
+    ClassTarget,
+    ScoreKind,
+    Target,
+    TargetLike,
+    as_target,
+    class_logits,
+)
+from medmdm.explainers.targets import resolve_targets as resolve_targets
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class ProgressEvent:
     loss : float
         Mean loss over the images still optimising.
     retention : float
-        Mean fraction of the class score kept by the masked images (1 = all of it).
+        Mean fraction of the target score kept by the masked images (1 = all of it).
     """
 
     level: int
@@ -75,11 +84,11 @@ class LevelRecord:
     weight : torch.Tensor
         (B,) weight of this level in the fused map.
     score_input : torch.Tensor
-        (B,) class score of the image this level explained.
+        (B,) target score of the image this level explained.
     score_masked : torch.Tensor
-        (B,) class score of the original image with only this level's map kept.
+        (B,) target score of the original image with only this level's map kept.
     score_remaining : torch.Tensor
-        (B,) class score of the image left after removing what this and earlier levels found.
+        (B,) target score of the image left after removing what this and earlier levels found.
     steps : torch.Tensor
         (B,) optimisation steps run for each image at this level.
     """
@@ -101,17 +110,18 @@ class Explanation:
     ----------
     map : torch.Tensor
         (B, 1, *spatial) saliency in [0, 1], 1 = most important, on the input's device.
-    target : torch.Tensor
-        (B,) class explained for each image.
+    target : torch.Tensor or None
+        (B,) long: the class, prototype or output channel explained for each image; None for a
+        callable target.
     score_original : torch.Tensor
-        (B,) class score of the original images.
+        (B,) target score of the original images.
     score_baseline : torch.Tensor
-        (B,) class score of the baseline images (everything removed).
+        (B,) target score of the baseline images (everything removed).
     score_masked : torch.Tensor
-        (B,) class score of the original image with only the final map kept
+        (B,) target score of the original image with only the final map kept
         (``map * x + (1 - map) * baseline``).
     score_remaining : torch.Tensor
-        (B,) class score of the original image with the final map removed.
+        (B,) target score of the original image with the final map removed.
     levels : list of LevelRecord
         Per-level maps and scores.
     steps : torch.Tensor
@@ -126,10 +136,14 @@ class Explanation:
         Every option of the explainer, as used.
     warnings : list of str
         What makes this explanation less trustworthy (also issued as Python warnings).
+    target_description : dict
+        The target in plain Python: ``kind`` ("class", "prototype", "region", "callable"),
+        ``index`` per image, ``score``, and what the kind adds (a region's source and voxel count,
+        a function's name).
     """
 
     map: torch.Tensor
-    target: torch.Tensor
+    target: torch.Tensor | None
     score_original: torch.Tensor
     score_baseline: torch.Tensor
     score_masked: torch.Tensor
@@ -141,6 +155,7 @@ class Explanation:
     method: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    target_description: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Plain-Python summary (no maps) for JSON reports."""
@@ -152,6 +167,7 @@ class Explanation:
             "method": self.method,
             "options": {k: v for k, v in self.options.items() if _is_plain(v)},
             "target": values(self.target),
+            "target_description": dict(self.target_description),
             "score_original": values(self.score_original),
             "score_baseline": values(self.score_baseline),
             "score_masked": values(self.score_masked),
@@ -182,19 +198,59 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
+def _tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor of a model output: a tensor, or tensors nested in mappings, tuples and lists."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):
+        return [t for value in output.values() for t in _tensors(value)]
+    if isinstance(output, tuple | list):
+        return [t for value in output for t in _tensors(value)]
+    return []
+
+
+def _as_float32(output: Any) -> Any:
+    """The output with every floating-point tensor in it as float32 (its structure kept)."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, Mapping):
+        return {key: _as_float32(value) for key, value in output.items()}
+    if isinstance(output, tuple | list):
+        return type(output)(_as_float32(value) for value in output)
+    return output
+
+
+def _concatenate(parts: list[Any]) -> Any:
+    """Join the outputs of consecutive chunks of a batch along the batch axis."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, Mapping):
+        return {key: _concatenate([part[key] for part in parts]) for key in first}
+    if isinstance(first, tuple | list):
+        return type(first)(_concatenate(list(items)) for items in zip(*parts, strict=True))
+    raise ModelError(
+        f"the model returned {type(first).__name__}; outputs passed in chunks must be tensors, "
+        "or mappings, tuples or lists of tensors"
+    )
+
+
 class ModelScorer:
-    """Class scores of a frozen model, counting the samples it passes.
+    """Target scores of a frozen model, counting the samples it passes.
 
     Parameters
     ----------
     model : nn.Module
-        Classifier returning logits of shape (B, classes).
+        The model; its output is read by the target (logits (B, classes) for a class target).
     score : {"logit", "probability"}
-        Score of the target class: its logit, or its softmax probability (sigmoid for one output).
+        Score of a class given as a tensor of class indices: its logit, or its softmax
+        probability (sigmoid for one output). Bound targets carry their own.
     autocast_dtype : torch.dtype, optional
         Run the model under autocast with this dtype.
     max_batch : int, optional
-        Most samples per pass in :meth:`scores`.
+        Most samples per pass in :meth:`scores` and :meth:`all_outputs`.
     """
 
     def __init__(
@@ -210,47 +266,56 @@ class ModelScorer:
         self.max_batch = max_batch
         self.samples = 0
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Model output for ``x``, checked to be (N, classes) float logits."""
+    def output(self, x: torch.Tensor) -> Any:
+        """Model output for ``x``, its floating-point tensors as float32.
+
+        Raises
+        ------
+        ModelError
+            If a tensor of the output does not have the batch on its first axis.
+        """
         if self.autocast_dtype is not None:
             with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
                 out = self.model(x)
         else:
             out = self.model(x)
         self.samples += x.shape[0]
-        if not isinstance(out, torch.Tensor):
-            raise ModelError(
-                f"the model returned {type(out).__name__}; expected a tensor of logits (B, classes)"
-            )
-        if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise ModelError(
-                f"the model returned shape {tuple(out.shape)} for a batch of {x.shape[0]}; "
-                "expected logits (B, classes)"
-            )
-        if not out.is_floating_point():
-            raise ModelError(f"the model returned {out.dtype}; expected float logits")
-        return out.float()
+        for tensor in _tensors(out):
+            if tensor.ndim == 0 or tensor.shape[0] != x.shape[0]:
+                raise ModelError(
+                    f"the model returned shape {tuple(tensor.shape)} for a batch of {x.shape[0]}; "
+                    "expected the batch on the first axis, as in logits (B, classes)"
+                )
+        return _as_float32(out)
 
-    def scores_from_logits(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(N,) score of class ``target[n]`` from (N, classes) logits."""
-        if self.score == "probability":
-            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-            return probs.gather(1, target[:, None])[:, 0]
-        return logits.gather(1, target[:, None])[:, 0]
+    def _bound(self, target: BoundTarget | torch.Tensor) -> BoundTarget:
+        if isinstance(target, BoundTarget):
+            return target
+        return BoundTarget(ClassTarget(score=self.score), len(target), index=target)
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(N,) score of class ``target[n]`` for each sample of ``x``."""
-        return self.scores_from_logits(self.logits(x), target)
+    def scores_from_logits(self, logits: torch.Tensor, target: BoundTarget | torch.Tensor) -> torch.Tensor:
+        """(N,) score of each sample from its model output (logits, for class indices)."""
+        return self._bound(target).scores(logits)
 
-    def scores(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(N,) scores without gradients, in chunks of ``max_batch`` samples."""
-        return self.scores_from_logits(self.all_logits(x), target)
+    def __call__(self, x: torch.Tensor, target: BoundTarget | torch.Tensor) -> torch.Tensor:
+        """(N,) score of ``target`` (bound, or class indices) for each sample of ``x``."""
+        return self._bound(target).scores(self.output(x))
 
     @torch.no_grad()
+    def scores(self, x: torch.Tensor, target: BoundTarget | torch.Tensor) -> torch.Tensor:
+        """(N,) scores without gradients, in chunks of ``max_batch`` samples."""
+        chunk = self.max_batch or x.shape[0]
+        return torch.cat([self(x[i : i + chunk], target[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+    @torch.no_grad()
+    def all_outputs(self, x: torch.Tensor) -> Any:
+        """Model output for ``x`` without gradients, passed in chunks of ``max_batch`` samples."""
+        chunk = self.max_batch or x.shape[0]
+        return _concatenate([self.output(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
     def all_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, classes) logits without gradients, in chunks of ``max_batch`` samples."""
-        chunk = self.max_batch or x.shape[0]
-        return torch.cat([self.logits(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+        return class_logits(self.all_outputs(x))
 
 
 @contextmanager
@@ -325,47 +390,6 @@ def check_input(x: Any, name: str = "x") -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise InputError(f"{name} holds NaN or infinite values")
     return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
-
-
-def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Turn ``target`` into one class index per sample.
-
-    Parameters
-    ----------
-    target : None, int, sequence of int or tensor
-        None explains the predicted class of each sample; an int explains that class for all.
-    logits : torch.Tensor
-        (B, classes) model output on the original images.
-
-    Returns
-    -------
-    torch.Tensor
-        (B,) long tensor on the logits' device.
-    """
-    batch, classes = logits.shape
-    if target is None:
-        if classes == 1:
-            return torch.zeros(batch, dtype=torch.long, device=logits.device)
-        return logits.argmax(dim=1)
-    if isinstance(target, bool):
-        raise InputError(f"target must be None, an int or one int per sample, got {target!r}")
-    if isinstance(target, int):
-        values = torch.full((batch,), target, dtype=torch.long)
-    else:
-        try:
-            values = torch.as_tensor(target)
-        except (TypeError, ValueError) as error:
-            raise InputError(f"target must be None, an int or one int per sample: {error}") from None
-        if values.is_floating_point() or values.dtype == torch.bool:
-            raise InputError(f"target must hold integers, got {values.dtype}")
-        values = values.reshape(-1).long()
-        if values.numel() == 1:
-            values = values.expand(batch).clone()
-        elif values.numel() != batch:
-            raise InputError(f"target has {values.numel()} entries for a batch of {batch}")
-    if (values < 0).any() or (values >= classes).any():
-        raise InputError(f"target {values.tolist()} out of range for a model with {classes} classes")
-    return values.to(logits.device)
 
 
 _REGISTRY: dict[str, Callable[..., Explainer]] = {}
@@ -452,9 +476,11 @@ class Explainer(ABC):
     Parameters
     ----------
     model : nn.Module
-        Classifier returning logits of shape (B, classes). Left as found after every call.
+        The model; left as found after every call. Its output is read by the target: logits
+        (B, classes) for a class target (see :mod:`medmdm.explainers.targets` for the others).
     score : {"logit", "probability"}
-        Which score of the target class the method works with.
+        Which score of a class (or of a region's channel) the method works with, where the
+        target does not say.
     device : str or torch.device, optional
         Where to compute; by default the model's device. The map is returned on ``x``'s device.
     seed : int
@@ -466,9 +492,15 @@ class Explainer(ABC):
         Most samples passed through the model at once (bounds memory); None means no bound.
     progress : callable, optional
         Called with a :class:`ProgressEvent` during optimisation.
+
+    Attributes
+    ----------
+    target_types : tuple of type
+        The target kinds the method explains; any other is an :class:`InputError`.
     """
 
     name: ClassVar[str] = ""
+    target_types: ClassVar[tuple[type[Target], ...]] = (Target,)
 
     def __init__(
         self,
@@ -498,30 +530,39 @@ class Explainer(ABC):
         """Every option of this explainer, by name."""
         return {name: getattr(self, name) for name in option_names(type(self))}
 
-    def __call__(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """Saliency of ``x`` for ``target``: (B, 1, *spatial) in [0, 1], on ``x``'s device."""
+    def __call__(self, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
+        """Saliency of ``x`` for ``target``: (B, 1, *spatial) in [0, 1], on ``x``'s device.
+
+        ``target`` is anything :func:`~medmdm.explainers.targets.as_target` accepts; None
+        explains the predicted class of each image.
+        """
         return self._run(x, target).map
 
-    def explain(self, x: torch.Tensor, target: Target = None) -> Explanation:
+    def explain(self, x: torch.Tensor, target: TargetLike = None) -> Explanation:
         """Explain ``x`` and return the :class:`Explanation`, also kept as ``self.last``."""
         return self._run(x, target)
 
-    def _run(self, x: torch.Tensor, target: Target) -> Explanation:
+    def _run(self, x: torch.Tensor, target: TargetLike) -> Explanation:
         start = time.perf_counter()
         x = check_input(x)
+        wanted = as_target(target)
+        if not isinstance(wanted, self.target_types):
+            kinds = " and ".join(kind.kind for kind in self.target_types)
+            raise InputError(f"{self.name} explains {kinds} targets only; got a {wanted.kind} target")
         device = self.device or model_device(self.model) or x.device
         with frozen(self.model, device), self._precision(device, x.ndim - 2) as autocast_dtype:
             scorer = ModelScorer(self.model, self.score, autocast_dtype, self.max_batch)
             inputs = x.detach().to(device=device, dtype=torch.float32)
             try:
-                logits = scorer.all_logits(inputs)
+                outputs = scorer.all_outputs(inputs)
             except (ModelError, InputError):
                 raise
             except Exception as error:
                 raise ModelError(f"the model failed on the input: {error}") from error
-            targets = resolve_targets(target, logits)
-            explanation = self._attribute(inputs, targets, scorer, scorer.scores_from_logits(logits, targets))
+            bound = wanted.bind(outputs, x.shape[0], self.score)
+            explanation = self._attribute(inputs, bound, scorer, bound.scores(outputs))
         explanation.map = explanation.map.clamp(0, 1).to(x.device)
+        explanation.target_description = bound.description()
         explanation.method = self.name
         explanation.options = self.options()
         explanation.samples = scorer.samples
@@ -540,6 +581,10 @@ class Explainer(ABC):
 
     @abstractmethod
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
-        """Compute the explanation of ``x`` (on the compute device, float32) for ``target``."""
+        """Compute the explanation of ``x`` (on the compute device, float32) for ``target``.
+
+        ``target`` scores any sample made from image ``b`` as ``target[rows]`` does, with ``b`` in
+        ``rows``; ``score_original`` is its (B,) score on ``x``.
+        """

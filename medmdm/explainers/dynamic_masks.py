@@ -38,6 +38,7 @@ from medmdm.explainers.masks import (
     normalise,
 )
 from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline, keep, remove
+from medmdm.explainers.targets import BoundTarget
 
 _TIE_BREAK = 1e-3
 
@@ -109,7 +110,7 @@ class MaskExplainer(Explainer):
         )
 
     def _problem(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score: torch.Tensor
     ) -> MaskProblem:
         base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
         score_baseline = scorer.scores(base, target)
@@ -170,7 +171,7 @@ class MaskExplainer(Explainer):
             )
         return Explanation(
             map=saliency,
-            target=problem.target,
+            target=problem.target.index,
             score_original=problem.score_original,
             score_baseline=problem.score_baseline,
             score_masked=scores[0],
@@ -258,7 +259,7 @@ class DynamicMasks(MaskExplainer):
         return saliency, bench.steps + aux.steps
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
         saliency, steps = self._dm_module(self._optimiser(problem, scorer))

@@ -42,6 +42,7 @@ from medmdm.errors import ModelError, OptionError
 from medmdm.explainers.base import Explainer, Explanation, ModelScorer
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.one_shot import single_level_explanation
+from medmdm.explainers.targets import BoundTarget, ClassTarget, class_logits
 
 
 def last_conv_layer(model: nn.Module) -> str:
@@ -91,6 +92,20 @@ def restored(model: nn.Module, layer: nn.Module) -> Iterator[None]:
             param.grad = grad
 
 
+@contextmanager
+def logits_only(model: nn.Module) -> Iterator[None]:
+    """Inside the block ``model`` returns its class logits, the tensor MONAI's CAM indexes.
+
+    A mapping output gives its ``"logits"`` entry; an output without (B, classes) logits is a
+    :class:`ModelError`. The hook is removed on exit, also after a failure.
+    """
+    handle = model.register_forward_hook(lambda module, args, output: class_logits(output))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _identity(maps: torch.Tensor) -> torch.Tensor:
     return maps
 
@@ -102,12 +117,12 @@ class GradCAM(Explainer):
     over channels, ReLU, upsampled (bi/trilinear) to the input and normalised per image. The
     logit is differentiated whatever ``score`` is (``score`` sets the recorded scores). Cost: one
     forward and backward pass per image (plus 3 scoring samples). The map's resolution is the
-    layer's; a layer deep in the network gives a coarse map.
+    layer's; a layer deep in the network gives a coarse map. Explains class targets only.
 
     Parameters
     ----------
     model : nn.Module
-        Classifier returning logits (B, classes).
+        Classifier returning logits (B, classes), or a mapping with ``"logits"``.
     target_layer : str, optional
         Name of the layer to explain (as in ``model.named_modules()``); default the last
         ``Conv2d``/``Conv3d`` module. Recorded as the name used.
@@ -124,6 +139,7 @@ class GradCAM(Explainer):
     """
 
     name = "gradcam"
+    target_types = (ClassTarget,)
     _cam: ClassVar[type] = monai.visualize.GradCAM
     _images_per_call: ClassVar[int | None] = None
 
@@ -141,7 +157,7 @@ class GradCAM(Explainer):
         self.target_layer = target_layer
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         layer = dict(self.model.named_modules())[self.target_layer]
         maps = torch.zeros_like(x[:, :1])
@@ -151,11 +167,17 @@ class GradCAM(Explainer):
             if scorer.autocast_dtype is not None
             else nullcontext()
         )
-        with restored(self.model, layer), torch.enable_grad(), autocast, warnings.catch_warnings():
+        with (
+            restored(self.model, layer),
+            logits_only(self.model),
+            torch.enable_grad(),
+            autocast,
+            warnings.catch_warnings(),
+        ):
             warnings.filterwarnings("error", message="Backward hook for", category=UserWarning)
             cam = self._cam(self.model, self.target_layer, postprocessing=_identity)
-            for cls in target.unique().tolist():
-                for index in (target == cls).nonzero()[:, 0].split(chunk):
+            for cls in target.index.unique().tolist():
+                for index in (target.index == cls).nonzero()[:, 0].split(chunk):
                     maps[index] = self._call(cam, x[index], cls).detach().float()
                     scorer.samples += len(index)
         saliency = normalise(maps, x.ndim - 2)

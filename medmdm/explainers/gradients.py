@@ -18,6 +18,7 @@ from medmdm.explainers.base import Explainer, Explanation, ModelScorer
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.one_shot import check_int, input_gradients, single_level_explanation
 from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline
+from medmdm.explainers.targets import BoundTarget
 
 
 class Saliency(Explainer):
@@ -39,7 +40,7 @@ class Saliency(Explainer):
     name = "saliency"
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         chunk = self.max_batch or x.shape[0]
         grads = torch.cat(
@@ -97,7 +98,7 @@ class IntegratedGradients(Explainer):
         self.blur_sigma = blur_sigma
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
         alphas = torch.linspace(0, 1, self.steps, device=x.device)

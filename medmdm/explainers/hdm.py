@@ -31,6 +31,7 @@ from medmdm.explainers.dynamic_masks import DynamicMasks
 from medmdm.explainers.mask_optimisation import MaskProblem
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.perturbation import keep, remove
+from medmdm.explainers.targets import BoundTarget
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
@@ -78,7 +79,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
         self.min_weight = min_weight
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
         batch, dims = x.shape[0], x.ndim - 2

@@ -33,6 +33,7 @@ from medmdm.errors import OptionError
 from medmdm.explainers.base import ModelScorer, ProgressCallback, ProgressEvent
 from medmdm.explainers.masks import GridShape, upsample
 from medmdm.explainers.perturbation import keep, remove
+from medmdm.explainers.targets import BoundTarget
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,15 @@ class MaskProblem:
     ----------
     x, baseline : torch.Tensor
         (B, C, *spatial) images and their baselines.
-    target : torch.Tensor
-        (B,) class per image.
+    target : BoundTarget
+        What is scored for each image.
     score_original, score_baseline : torch.Tensor
-        (B,) score of the target class on ``x`` and on ``baseline``.
+        (B,) target score on ``x`` and on ``baseline``.
     """
 
     x: torch.Tensor
     baseline: torch.Tensor
-    target: torch.Tensor
+    target: BoundTarget
     score_original: torch.Tensor
     score_baseline: torch.Tensor
 
@@ -142,7 +143,7 @@ class MaskOptimiser:
     problem : MaskProblem
         Images, baselines, targets and reference scores.
     scorer : ModelScorer
-        The frozen model's class score.
+        The frozen model's target score.
     objective : Objective
         Loss weights.
     max_batch : int, optional

@@ -29,6 +29,7 @@ from medmdm.explainers.masks import (
     grid_shape,
 )
 from medmdm.explainers.perturbation import BaselineKind
+from medmdm.explainers.targets import BoundTarget
 
 
 def reference_sizes(spatial: Sequence[int]) -> list[int]:
@@ -67,7 +68,7 @@ class MultipleDynamicMasks(MaskExplainer):
         return default_benchmark_sizes(spatial) + default_auxiliary_sizes(spatial)
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
         spatial = problem.spatial

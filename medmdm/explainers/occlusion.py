@@ -27,6 +27,7 @@ from medmdm.explainers.one_shot import (
     single_level_explanation,
 )
 from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline, remove
+from medmdm.explainers.targets import BoundTarget
 
 _MIN_WINDOW = 3
 
@@ -140,7 +141,7 @@ class Occlusion(Explainer):
         return window, stride
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         b, _, *spatial = x.shape
         window, stride = self.geometry(spatial)

@@ -13,6 +13,7 @@ import torch
 from medmdm.errors import OptionError
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.perturbation import baseline_image, keep, remove
+from medmdm.explainers.targets import BoundTarget
 
 # Most voxels (samples x channels x spatial) of perturbed images built at once when max_batch is None.
 _VOXEL_BUDGET = 2**25
@@ -39,8 +40,8 @@ def perturbation_chunk(max_batch: int | None, sample: torch.Tensor) -> int:
     return min(max_batch, budget) if max_batch is not None else budget
 
 
-def input_gradients(scorer: ModelScorer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(N, C, *spatial) gradient of each sample's class score with respect to that sample.
+def input_gradients(scorer: ModelScorer, x: torch.Tensor, target: BoundTarget) -> torch.Tensor:
+    """(N, C, *spatial) gradient of each sample's target score with respect to that sample.
 
     One pass of ``x`` (chunk it to bound memory); model parameters get no gradient. Samples do not
     interact in an eval-mode model, so the gradient of the summed scores is per-sample. A score
@@ -58,7 +59,7 @@ def input_gradients(scorer: ModelScorer, x: torch.Tensor, target: torch.Tensor) 
 def single_level_explanation(
     method: str,
     x: torch.Tensor,
-    target: torch.Tensor,
+    target: BoundTarget,
     scorer: ModelScorer,
     score_original: torch.Tensor,
     saliency: torch.Tensor,
@@ -76,8 +77,10 @@ def single_level_explanation(
         Registry name, for warnings.
     x : torch.Tensor
         (B, C, *spatial) images on the compute device.
-    target, score_original : torch.Tensor
-        (B,) class explained and its score on ``x``.
+    target : BoundTarget
+        What is explained for each image.
+    score_original : torch.Tensor
+        (B,) its score on ``x``.
     scorer : ModelScorer
         The call's scorer (counts the samples).
     saliency : torch.Tensor
@@ -105,7 +108,7 @@ def single_level_explanation(
         )
     return Explanation(
         map=saliency,
-        target=target,
+        target=target.index,
         score_original=score_original,
         score_baseline=scorer.scores(base, target),
         score_masked=masked,

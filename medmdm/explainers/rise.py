@@ -25,6 +25,7 @@ from medmdm.explainers.one_shot import (
     single_level_explanation,
 )
 from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline, keep
+from medmdm.explainers.targets import BoundTarget
 
 _DEFAULT_MASKS = {2: 2000, 3: 1000}
 _BLOCK = 256  # most masks drawn at once; fixed, so the masks do not depend on the batch
@@ -112,7 +113,7 @@ class RISE(Explainer):
         self.blur_sigma = blur_sigma
 
     def _attribute(
-        self, x: torch.Tensor, target: torch.Tensor, scorer: ModelScorer, score_original: torch.Tensor
+        self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         b, _, *spatial = x.shape
         total = self.masks or _DEFAULT_MASKS[min(3, len(spatial))]
@@ -128,7 +129,7 @@ class RISE(Explainer):
             masks = masks.to(x.device)
             for i in range(b):
                 kept = keep(x[i : i + 1], base[i : i + 1], masks)
-                scores = scorer.scores(kept, target[i].expand(len(masks)))
+                scores = scorer.scores(kept, target[[i] * len(masks)])
                 saliency[i] += torch.einsum("m,m...->...", scores, masks)
                 low[i], high[i] = torch.minimum(low[i], scores.min()), torch.maximum(high[i], scores.max())
         # Scores that do not vary with the mask leave only the masks' own unevenness in the sum.

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from medmdm.explainers.base import ModelScorer, Target, check_input, frozen, model_device, resolve_targets
+from medmdm.explainers.base import ModelScorer, TargetLike, check_input, frozen, model_device, resolve_targets
 from medmdm.explainers.perturbation import BaselineKind, baseline_image, remove
 from medmdm.metrics._checks import check_positive_int, check_saliency
 
@@ -63,7 +63,7 @@ def deletion_curve(
     model: nn.Module,
     x: torch.Tensor,
     saliency: torch.Tensor,
-    target: Target = None,
+    target: TargetLike = None,
     *,
     baseline: BaselineKind = "mean",
     steps: int = 20,
@@ -123,7 +123,7 @@ def insertion_curve(
     model: nn.Module,
     x: torch.Tensor,
     saliency: torch.Tensor,
-    target: Target = None,
+    target: TargetLike = None,
     *,
     baseline: BaselineKind = "blur",
     steps: int = 20,
@@ -142,7 +142,7 @@ def deletion_auc(
     model: nn.Module,
     x: torch.Tensor,
     saliency: torch.Tensor,
-    target: Target = None,
+    target: TargetLike = None,
     *,
     baseline: BaselineKind = "mean",
     steps: int = 20,
@@ -157,7 +157,7 @@ def insertion_auc(
     model: nn.Module,
     x: torch.Tensor,
     saliency: torch.Tensor,
-    target: Target = None,
+    target: TargetLike = None,
     *,
     baseline: BaselineKind = "blur",
     steps: int = 20,
@@ -174,7 +174,7 @@ def curve_area(curve: Curve) -> torch.Tensor:
 
 
 def average_drop_increase(
-    model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: Target = None
+    model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: TargetLike = None
 ) -> DropIncrease:
     """Average drop and increase in confidence of each image when multiplied by its map.
 
@@ -219,7 +219,7 @@ def _curve(
     model: nn.Module,
     x: torch.Tensor,
     saliency: torch.Tensor,
-    target: Target,
+    target: TargetLike,
     baseline: BaselineKind,
     steps: int,
     max_batch: int | None,

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from medmdm.errors import InputError
-from medmdm.explainers.base import ModelScorer, Target, check_input, frozen, model_device, resolve_targets
+from medmdm.explainers.base import ModelScorer, TargetLike, check_input, frozen, model_device, resolve_targets
 from medmdm.metrics._checks import check_saliency
 
-ExplainerLike = Callable[[torch.Tensor, Target], torch.Tensor]
+ExplainerLike = Callable[[torch.Tensor, TargetLike], torch.Tensor]
 
 # added to the seed, so that a model built right after torch.manual_seed(seed) is not re-drawn as itself
 _SEED_OFFSET = 0x5EED_2018
@@ -110,7 +110,7 @@ def model_randomisation_check(
     explainer_factory: Callable[[nn.Module], ExplainerLike],
     model: nn.Module,
     x: torch.Tensor,
-    target: Target = None,
+    target: TargetLike = None,
     seed: int = 0,
 ) -> torch.Tensor:
     """Spearman correlation between the maps of ``model`` and of its :func:`randomised_copy`.
