@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from medmdm import __version__, explainers
+from medmdm.cli.batch import add_batch_parser, run_batch
+from medmdm.cli.evaluate import add_evaluate_parser, run_evaluate
 from medmdm.errors import InputError, MedmdmError, OptionError
 
 FORMATS_HELP = "comma-separated: nifti,dicom-pm,dicom-sc,dicom-seg,png,json (default: all that fit the study)"
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle config file(s) to read instead of configs/inference.json",
     )
     explain.add_argument("--method", default="hdm", help="explanation method (see `medmdm methods`)")
-    explain.add_argument("--target", help="class index to explain (default: the predicted class)")
+    explain.add_argument(
+        "--target", help="K or class:K, prototype:K, region:K (default: the predicted class)"
+    )
     explain.add_argument("--out", metavar="DIR", help="output folder (default: ./medmdm-<study name>)")
     explain.add_argument("--format", dest="formats", metavar="LIST", help=FORMATS_HELP)
     explain.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     explain.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     explain.add_argument("--debug", action="store_true", help="print tracebacks")
+    add_batch_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 
@@ -127,15 +133,17 @@ def read_options(config: str | None) -> dict[str, Any]:
     return data
 
 
-def parse_target(text: str | None) -> int | None:
-    """``--target``: a class index, or None for the predicted class."""
+def parse_target(text: str | None) -> int | str | None:
+    """``--target``: ``K`` or ``class:K``, ``prototype:K``, ``region:K``; None for the predicted class."""
     if text is None:
         return None
-    value = text.split(":", 1)[1] if text.startswith("class:") else text
+    from medmdm.explainers import as_target
+
     try:
-        return int(value)
-    except ValueError:
-        raise OptionError(f"--target must be a class index such as 1 or class:1, got {text!r}") from None
+        as_target(text)
+    except MedmdmError as error:
+        raise OptionError(f"--target: {error}") from None
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -173,7 +181,7 @@ def run_explain(args: argparse.Namespace) -> int:
         t = report["target"]
         name = f" ({t['name']})" if t["name"] else ""
         print(
-            f"{report['model']['name']}: class {t['index']}{name}, score {t['score_original']:.4g}; "
+            f"{report['model']['name']}: {t['kind']} {t['index']}{name}, score {t['score_original']:.4g}; "
             f"{report['method']['name']} kept {t['score_masked']:.4g} with the map; "
             f"{report['explanation']['samples']} samples in {report['timings']['total']:.1f} s"
         )
@@ -193,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return show_info(args.study, args.series)
         if args.command == "explain":
             return run_explain(args)
+        if args.command == "batch":
+            return run_batch(args)
+        if args.command == "evaluate":
+            return run_evaluate(args)
         build_parser().print_help()
         return 2
     except MedmdmError as error:

@@ -1,0 +1,217 @@
+"""Finding the studies of a batch and giving each a stable key.
+
+The input is a folder (searched recursively), one DICOM or NIfTI file, or a manifest (CSV or JSONL, see
+:mod:`medmdm.batch.manifest`). A folder yields one study per DICOM series (wherever its files lie), one per
+NIfTI file, and one per DICOM file without a SeriesInstanceUID.
+
+Keys name the output folders, so they depend on the data only: a DICOM series is keyed by its
+SeriesInstanceUID (made safe for a folder name), a NIfTI file or a DICOM file without a series UID by its
+name and a short SHA-256 of its content. An input that cannot be read still gets a key (from its name and
+content, or its path when it does not exist) and is listed with the error, so a batch reports it as failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pydicom.misc import is_dicom
+
+from medmdm.batch.manifest import MANIFEST_SUFFIXES, ManifestRow, read_manifest
+from medmdm.errors import InputError
+from medmdm.io.dicom import DICOMDIR_SOP_CLASS, read_dataset
+from medmdm.io.reader import NIFTI_SUFFIXES
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+HASH_CHARS = 12
+MAX_KEY_CHARS = 120
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """One study to explain.
+
+    Attributes
+    ----------
+    key : str
+        Stable name of the study's output folder.
+    path : Path
+        What :func:`medmdm.io.load_study` reads: a DICOM file, a folder holding the series, a NIfTI file.
+    series_uid : str or None
+        The series to read from ``path`` when it is a folder.
+    target : int or None
+        Class to explain; None: the batch's default (the predicted class unless set).
+    error : str
+        Why the input cannot be read, found while listing it; ``""`` when it looks readable.
+    """
+
+    key: str
+    path: Path
+    series_uid: str | None = None
+    target: int | None = None
+    error: str = ""
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found.
+
+    Attributes
+    ----------
+    studies : list of StudyInput
+        In a deterministic order; two entries share a key when the same study was found twice.
+    ignored : list of Path
+        Files in the folders that are neither DICOM images nor NIfTI files (DICOMDIR, reports, notes...).
+    """
+
+    studies: list[StudyInput] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a folder name: letters, digits, ``.``, ``_`` and ``-`` only, never hidden, never empty."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".")[:MAX_KEY_CHARS]
+    return name or "study"
+
+
+def content_key(path: Path) -> str:
+    """``<name>-<sha256 of the content, 12 hex digits>`` for a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{safe_name(_stem(path))}-{digest.hexdigest()[:HASH_CHARS]}"
+
+
+def discover(source: str | Path, *, exclude: str | Path | None = None) -> Discovery:
+    """The studies of a folder, a file or a manifest.
+
+    Parameters
+    ----------
+    source : str or Path
+        A folder, a DICOM file, a NIfTI file, or a ``.csv``/``.jsonl`` manifest.
+    exclude : str or Path, optional
+        A folder left out of the search (the batch's own output folder).
+
+    Returns
+    -------
+    Discovery
+
+    Raises
+    ------
+    InputError
+        ``source`` does not exist, or a manifest cannot be read.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder")
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    if source.is_file() and source.name.lower().endswith(MANIFEST_SUFFIXES):
+        return _from_manifest(read_manifest(source), excluded)
+    found = Discovery()
+    _scan(_files(source, excluded), found)
+    return found
+
+
+def _from_manifest(rows: list[ManifestRow], excluded: Path | None) -> Discovery:
+    found = Discovery()
+    for row in rows:
+        if not row.path.exists():
+            error = f"{row.path}: no such file or folder"
+            found.studies.append(StudyInput(_path_key(row.path), row.path, row.series_uid, row.target, error))
+        elif row.series_uid is not None:
+            found.studies.append(StudyInput(safe_name(row.series_uid), row.path, row.series_uid, row.target))
+        else:
+            listed = Discovery()
+            _scan(_files(row.path, excluded), listed)
+            found.studies.extend(replace(s, target=row.target) for s in listed.studies)
+            found.ignored.extend(listed.ignored)
+    return found
+
+
+def _files(source: Path, excluded: Path | None) -> Iterator[Path]:
+    """Files under ``source`` (or ``source`` itself), hidden files and folders and ``excluded`` left out."""
+    if source.is_file():
+        yield source
+        return
+    for folder, subfolders, names in os.walk(source):
+        here = Path(folder)
+        subfolders[:] = sorted(
+            d for d in subfolders if not d.startswith(".") and (here / d).resolve() != excluded
+        )
+        yield from (here / n for n in sorted(names) if not n.startswith("."))
+
+
+def _scan(files: Iterable[Path], found: Discovery) -> None:
+    """Sort files into NIfTI studies, DICOM series, single DICOM files and unreadable inputs."""
+    series: dict[str, list[tuple[Path, str]]] = {}
+    studies: list[StudyInput] = []
+    for path in files:
+        try:
+            _sort_file(path, series, studies, found.ignored)
+        except OSError as error:
+            studies.append(StudyInput(_path_key(path), path, error=f"{path}: cannot read ({error.strerror})"))
+    for uid, members in series.items():
+        studies.extend(_series_inputs(uid, members))
+    found.studies.extend(sorted(studies, key=lambda s: (str(s.path), s.key)))
+
+
+def _sort_file(
+    path: Path, series: dict[str, list[tuple[Path, str]]], studies: list[StudyInput], ignored: list[Path]
+) -> None:
+    lower = path.name.lower()
+    if lower.endswith(NIFTI_SUFFIXES):
+        studies.append(StudyInput(content_key(path), path))
+    elif is_dicom(path):
+        try:
+            ds = read_dataset(path, header_only=True)
+        except InputError as error:
+            studies.append(StudyInput(content_key(path), path, error=str(error)))
+            return
+        if ds.file_meta.get("MediaStorageSOPClassUID", "") == DICOMDIR_SOP_CLASS or "PixelData" not in ds:
+            ignored.append(path)
+        elif uid := str(ds.get("SeriesInstanceUID", "")):
+            series.setdefault(uid, []).append((path, str(ds.get("SOPInstanceUID", ""))))
+        else:
+            studies.append(StudyInput(content_key(path), path))
+    elif lower.endswith(DICOM_SUFFIXES):
+        error = f"{path}: neither DICOM nor NIfTI (no DICOM preamble)"
+        studies.append(StudyInput(content_key(path), path, error=error))
+    else:
+        ignored.append(path)
+
+
+def _series_inputs(uid: str, members: list[tuple[Path, str]]) -> list[StudyInput]:
+    """One input per series; one per folder when the folders hold copies of the same images."""
+    key = safe_name(uid)
+    folders: dict[Path, list[tuple[Path, str]]] = {}
+    for path, sop in members:
+        folders.setdefault(path.parent, []).append((path, sop))
+
+    def where(group: list[tuple[Path, str]]) -> Path:
+        return group[0][0] if len(group) == 1 else group[0][0].parent
+
+    if len(folders) == 1:
+        return [StudyInput(key, where(members), uid)]
+    instances = [sop for _, sop in members]
+    if len(set(instances)) < len(instances):  # the same images in several folders: copies
+        return [StudyInput(key, where(group), uid) for group in folders.values()]
+    common = Path(os.path.commonpath([str(p) for p in folders]))
+    return [StudyInput(key, common, uid)]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (*NIFTI_SUFFIXES, *DICOM_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _path_key(path: Path) -> str:
+    """A key for an input whose content cannot be read: its name and a hash of its path."""
+    return f"{safe_name(_stem(path))}-{hashlib.sha256(str(path).encode()).hexdigest()[:HASH_CHARS]}"

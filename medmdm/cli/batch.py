@@ -1,0 +1,106 @@
+"""``medmdm batch``: explain every study of a folder or manifest, one output folder per study, resumably.
+
+Exit codes: 0 when every study is ok or skipped, 1 when some failed (the summary lists them), 2 bad input or
+usage (nothing run).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``batch`` subcommand to the ``medmdm`` parser's subparsers."""
+    from medmdm.cli.main import FORMATS_HELP
+
+    batch = subparsers.add_parser("batch", help="explain every study of a folder or manifest, resumably")
+    batch.add_argument(
+        "input",
+        help="folder of studies (searched recursively), a DICOM or NIfTI file, or a CSV/JSONL manifest",
+    )
+    batch.add_argument("--out", metavar="DIR", required=True, help="output folder: one folder per study")
+    batch.add_argument("--bundle", metavar="DIR", help="MONAI Bundle folder (default: the demo bundles)")
+    batch.add_argument(
+        "--bundle-config",
+        metavar="FILE",
+        action="append",
+        help="bundle config file(s) to read instead of configs/inference.json",
+    )
+    batch.add_argument("--method", default="hdm", help="explanation method (see `medmdm methods`)")
+    batch.add_argument(
+        "--target",
+        help="K or class:K (as for explain) where the manifest gives none (default: the predicted class)",
+    )
+    batch.add_argument("--format", dest="formats", metavar="LIST", help=FORMATS_HELP)
+    batch.add_argument("--config", metavar="FILE", help="YAML or JSON file of method options")
+    batch.add_argument("--seed", type=int, help="random seed of the method")
+    batch.add_argument("--steps", type=int, help="optimisation steps per stage (fewer: faster, coarser)")
+    batch.add_argument("--workers", type=int, help="number of workers (default: one per device)")
+    batch.add_argument(
+        "--devices",
+        default="auto",
+        help="auto (every GPU, else the CPU), cpu, or a list such as cuda:0,cuda:1 (default: auto)",
+    )
+    batch.add_argument("--engine", choices=("local", "ray"), default="local", help="where workers run")
+    batch.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local instance)"
+    )
+    batch.add_argument("--retries", type=int, default=2, help="Ray: retries of a study whose actor died")
+    batch.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="explain shard K (0-based) of N only; default under torchrun: RANK/WORLD_SIZE on GPU LOCAL_RANK",
+    )
+    batch.add_argument("--resume", action="store_true", help="skip studies whose outputs are complete")
+    batch.add_argument("--overwrite", action="store_true", help="replace existing study folders")
+    batch.add_argument("--fail-fast", action="store_true", help="stop at the first failed study")
+    batch.add_argument("--quiet", action="store_true", help="no progress and no summary")
+    batch.add_argument("--debug", action="store_true", help="print tracebacks")
+    return batch
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """The ``batch`` command: 0 all ok or skipped, 1 some failed."""
+    from medmdm.batch import BatchSettings, explain_batch
+    from medmdm.batch.shard import Shard, local_rank_device, wait_for_every_rank
+    from medmdm.cli.main import parse_target, read_options
+
+    options = read_options(args.config)
+    if args.seed is not None:
+        options["seed"] = args.seed
+    if args.steps is not None:
+        options["steps"] = args.steps
+    settings = BatchSettings(
+        out_dir=Path(args.out),
+        method=args.method,
+        options=options,
+        formats=args.formats,
+        bundle=Path(args.bundle) if args.bundle else None,
+        bundle_config=tuple(args.bundle_config) if args.bundle_config else None,
+        target=parse_target(args.target),
+    )
+    shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
+    devices = args.devices
+    if args.shard is None and shard is not None and devices == "auto":
+        devices = local_rank_device() or devices
+    summary = explain_batch(
+        args.input,
+        settings,
+        engine=args.engine,
+        devices=devices,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        retries=args.retries,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        fail_fast=args.fail_fast,
+        progress=not args.quiet,
+        shard=shard,
+    )
+    if not args.quiet:
+        print("\n".join(summary.lines()), flush=True)
+    if args.shard is None and shard is not None:
+        wait_for_every_rank()
+    return summary.exit_code
