@@ -102,7 +102,7 @@ def test_quiet_prints_nothing(cli_case, tmp_path, capsys):
         (["explain", "{study}", "--method", "nope"], "unknown explainer 'nope'"),
         (["explain", "{study}", "--format", "tiff"], "unknown output format tiff"),
         (["explain", "{study}", "--format", "dicom-sc"], "need a DICOM study"),
-        (["explain", "{study}", "--target", "x"], "--target must be a class index"),
+        (["explain", "{study}", "--target", "x"], "--target: target 'x' is not understood"),
         (["explain", "{study}", "--target", "7", "--steps", "2"], "out of range"),
         (["explain", "{study}", "--config", "{tmp}/bad.yaml"], "bad.yaml: cannot parse the config file"),
         (["explain", "{study}", "--config", "{tmp}/list.yaml"], "must hold a mapping"),
@@ -175,3 +175,4 @@ def test_info_describes_a_study_and_lists_series(cli_case, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 series" in out and "CT" in out and "MR" in out
     assert main(["info", str(tmp_path / "missing")]) == 2
+
