@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from medmdm.batch import finished_outputs, read_results
 from medmdm.batch.discovery import StudyInput, content_key
@@ -90,7 +91,7 @@ def test_every_broken_study_is_failed_with_its_error(archive: Archive, first_run
         assert failed[key]["outputs"] == []
 
 
-def test_duplicates_are_processed_once_and_the_note_is_ignored(
+def test_duplicates_are_processed_once_and_other_files_ignored(
     archive: Archive, first_run: tuple[int, Path]
 ) -> None:
     _, out = first_run
@@ -241,7 +242,7 @@ def test_shard_parsing_and_selection() -> None:
 def test_worker_devices() -> None:
     assert worker_devices("cpu", 3) == ["cpu", "cpu", "cpu"]
     assert worker_devices("cpu") == ["cpu"]
-    if not __import__("torch").cuda.is_available():
+    if not torch.cuda.is_available():
         assert worker_devices("auto") == ["cpu"]
         with pytest.raises(OptionError, match="no CUDA device"):
             worker_devices("cuda:0,cuda:1")
