@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import nibabel as nib
 import pytest
 
 from medmdm import __version__, explainers
@@ -176,3 +178,26 @@ def test_info_describes_a_study_and_lists_series(cli_case, tmp_path, capsys):
     assert "2 series" in out and "CT" in out and "MR" in out
     assert main(["info", str(tmp_path / "missing")]) == 2
 
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "studies"
+
+
+@pytest.mark.parametrize(
+    ("study", "kinds"),
+    [
+        ("cr_lesion.dcm", {"nifti-overlay", "nifti-image", "dicom-pm", "dicom-sc", "png", "json"}),
+        ("ct_nodule", {"nifti-overlay", "nifti-image", "dicom-pm", "dicom-sc", "png", "json"}),
+        ("ct_nodule.nii.gz", {"nifti-overlay", "png", "json"}),
+    ],
+)
+def test_demo_studies_end_to_end_with_the_demo_bundles(study, kinds, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLES / study), "--out", str(out), "--steps", "4", "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {item["kind"] for item in report["outputs"]} == kinds
+    expected_bundle = "radiograph_lesion_2d" if study.startswith("cr_") else "ct_nodule_3d"
+    assert report["model"]["name"] == expected_bundle and len(report["model"]["weights_sha256"]) == 64
+    assert report["target"]["index"] == 1 and report["target"]["name"] in ("lesion", "nodule")
+    overlay = nib.load(out / "saliency.nii.gz")
+    assert list(overlay.shape[: len(report["input"]["size"])]) == report["input"]["size"]
+    assert "wrote" in capsys.readouterr().out
