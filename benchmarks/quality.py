@@ -1,17 +1,20 @@
 """Quality of every method's maps on the two demo bundles, against the phantoms' lesion masks.
 
-Held-out positive phantoms (seeds from the ``held_out_seeds`` the bundle's training recorded in its
-``configs/metadata.json``, never trained on) are built in memory and go the way inference goes: the
-study MetaTensor that ``medmdm.io.load_study`` gives for their DICOM
-(:func:`medmdm.testing.dicom_studies.study_image`), the bundle's preprocessing, the explainer, and
-the map mapped back onto the study's grid. Every method explains the lesion class; every metric of
+Held-out positive phantoms (seeds from the ``held_out_seeds`` that the bundle's training recorded in
+its ``configs/metadata.json``, never trained on; negatives skipped) are built in memory and go the way
+inference goes: the study MetaTensor that ``medmdm.io.load_study`` gives for their DICOM
+(:func:`medmdm.testing.dicom_studies.study_image`), the bundle's preprocessing, the explainer, and the
+map mapped back onto the study's grid. Every method explains the lesion class; every metric of
 :mod:`medmdm.evaluation` is computed per case (localisation on the study's grid against the mask,
 faithfulness on the network input). ``mdm-reference`` runs on the first cases only.
 
-Writes ``benchmarks/results/quality_2d.csv`` and ``quality_3d.csv`` (one row per case and method),
-``docs/images/quality_gallery.png`` and ``docs/images/quality_chart.png``, and rewrites the section
-between ``<!-- quality:start -->`` and ``<!-- quality:end -->`` of ``docs/benchmarks.md`` (appended
-when absent; the rest of the file is left alone).
+Results go to ``benchmarks/results/``: ``quality_2d.csv`` and ``quality_3d.csv`` (one row per case and
+method), ``quality_*d.json`` (the cases and the runs) and ``quality_*d_gallery.npz`` (the gallery's
+slices, 8 bits). From all results found there, the script draws ``docs/images/quality_gallery.png``
+and ``docs/images/quality_chart.png`` and rewrites the section between ``<!-- quality:start -->`` and
+``<!-- quality:end -->`` of ``docs/benchmarks.md`` (appended when absent; the rest is left alone).
+``--merge`` adds runs to the stored results of the same cases, so a long benchmark can be run in
+parts; ``--report-only`` redraws the figures and the section from the stored results.
 
 Examples
 --------
@@ -19,12 +22,15 @@ Examples
 
     python benchmarks/quality.py --quick                      # a few cases, no mdm-reference
     python benchmarks/quality.py                              # 100 2D and 30 3D cases
-    python benchmarks/quality.py --cases-2d 40 --cases-3d 12 --reference-subset 3
+    python benchmarks/quality.py --dims 2 --cases-2d 40 --reference-subset 3
+    python benchmarks/quality.py --dims 2 --cases-2d 40 --merge --methods hdm \\
+        --variants "hdm-d=hdm:deletion_weight=1.0"            # one more run on the same cases
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -42,6 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 
 from medmdm import __version__, explainers
@@ -102,7 +109,9 @@ REFERENCE_COLUMNS = (
     "samples",
 )
 CSV_COLUMNS = ("dims", "case", "method", "target", "lesions", "probability", *METRICS)
+INTEGER_COLUMNS = ("dims", "target", "lesions")
 GALLERY_CASES = {2: (2, 2), 3: (1, 1)}  # one-lesion and two-lesion cases shown per bundle
+GALLERY_SIZE = 128  # longest side of a stored gallery slice
 COLOURS = {"hdm": "tab:red", "dm": "tab:orange", "mdm": "tab:orange", REFERENCE: "tab:gray"}
 
 
@@ -140,33 +149,33 @@ class Phantom:
 
 
 @dataclass
-class DimsResult:
-    """Everything measured on one bundle."""
+class Results:
+    """What is stored for one bundle: the cases and runs (``info``), the rows, the gallery slices."""
 
     dims: int
-    bundle: Bundle
-    seeds: tuple[int, int]
-    phantoms: list[Phantom]
+    info: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
-    maps: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (seed, method) -> source map
-    reference_seeds: list[int] = field(default_factory=list)
+    gallery: dict[str, np.ndarray] = field(default_factory=dict)  # "seed/image", "seed/mask", "seed/label"
+
+    def runs(self) -> list[Run]:
+        """The runs in the order they were added, ``mdm-reference`` last."""
+        return [Run(label, **spec) for label, spec in self.info["runs"].items()]
 
 
-def held_out_start(bundle: Bundle) -> tuple[int, int]:
-    """First held-out seed the bundle's training recorded, and the end of its training seeds."""
+def held_out_start(bundle: Bundle) -> int:
+    """First held-out seed the bundle's training recorded (checked to lie past its training seeds)."""
     metadata = json.loads((bundle.root / "configs" / "metadata.json").read_text())
     training = metadata["medmdm_training"]
     start, trained_until = int(training["held_out_seeds"][0]), int(training["training_seeds"][1])
     if start < trained_until:
         raise SystemExit(f"{bundle.name}: held-out seeds start at {start}, inside the training seeds")
-    return start, trained_until
+    return start
 
 
 def phantom_study(case: Case, dims: int, seed: int) -> Study:
     """The Study that ``load_study`` gives for the case's DICOM, built in memory."""
-    image = study_image(case)
     return Study(
-        image=image,
+        image=study_image(case),
         path=Path(f"phantom-{dims}d-{seed}"),
         kind="dicom-file" if dims == 2 else "dicom-series",
         spacing=tuple(case.spacing),
@@ -181,15 +190,13 @@ def positive_phantoms(dims: int, bundle: Bundle, count: int, start: int) -> list
         case = PHANTOMS[dims](seed)
         if case.label == LESION_CLASS:
             study = phantom_study(case, dims, seed)
-            prepared = PreparedCase(
-                str(seed), study, bundle.preprocess(study), torch.from_numpy(case.mask != 0), LESION_CLASS
-            )
+            mask = torch.from_numpy(case.mask != 0)
+            prepared = PreparedCase(str(seed), study, bundle.preprocess(study), mask, LESION_CLASS)
             phantoms.append(Phantom(seed, case, prepared))
         seed += 1
-    network = bundle.network.eval()
     with torch.no_grad():
         for phantom in phantoms:
-            logits = network(phantom.prepared.network_input.as_tensor().float())
+            logits = bundle.network.eval()(phantom.prepared.network_input.as_tensor().float())
             phantom.probability = float(logits.softmax(1)[0, LESION_CLASS])
     return phantoms
 
@@ -202,16 +209,33 @@ def run_bundle(
     reference_count: int,
     batch: int,
     seed: int,
-) -> DimsResult:
+) -> Results:
     """Every run over ``count`` positive held-out phantoms, ``mdm-reference`` over the first few."""
-    start, _ = held_out_start(bundle)
-    phantoms = positive_phantoms(dims, bundle, count, start)
-    result = DimsResult(dims, bundle, (start, phantoms[-1].seed + 1), phantoms)
-    gallery = set(gallery_seeds(phantoms, dims))
+    phantoms = positive_phantoms(dims, bundle, count, held_out_start(bundle))
+    metadata = json.loads((bundle.root / "configs" / "metadata.json").read_text())
     plan = [(run, phantoms) for run in runs]
     if reference_count > 0:
-        result.reference_seeds = [p.seed for p in phantoms[:reference_count]]
         plan.append((Run(REFERENCE, REFERENCE), phantoms[:reference_count]))
+    results = Results(
+        dims,
+        {
+            "bundle": bundle.name,
+            "class_name": bundle.class_names[LESION_CLASS],
+            "accuracy": metadata.get("medmdm_training", {}).get("accuracy"),
+            "network_shape": list(phantoms[0].prepared.network_input.shape[2:]),
+            "source_shape": list(phantoms[0].case.image.shape),
+            "cases": [p.seed for p in phantoms],
+            "first_seed": held_out_start(bundle),
+            "reference_cases": [p.seed for p in phantoms[:reference_count]],
+            "runs": {run.label: {"method": run.method, "options": run.options} for run, _ in plan},
+            "seed": seed,
+        },
+    )
+    shown = gallery_phantoms(phantoms, dims)
+    shown_seeds = {phantom.seed for phantom in shown}
+    for phantom in shown:
+        results.gallery[f"{phantom.seed}/image"] = gallery_slice(phantom, phantom.case.image, image=True)
+        results.gallery[f"{phantom.seed}/mask"] = gallery_slice(phantom, phantom.case.mask.astype(float))
     for run, chosen in plan:
         explainer = method_explainer(run.method, bundle.network, {"seed": seed, **run.options})
         started = time.perf_counter()
@@ -219,22 +243,107 @@ def run_bundle(
             group = chosen[first : first + batch]
             scored = explain_and_score(explainer, [p.prepared for p in group], run.label)
             for phantom, row, source_map in zip(group, scored.rows, scored.source_maps, strict=True):
-                result.rows.append({"dims": dims, "probability": phantom.probability, **row})
-                if phantom.seed in gallery:
-                    result.maps[phantom.seed, run.label] = source_map.numpy()
-        print(
-            f"{dims}D {run.label}: {len(chosen)} cases in {time.perf_counter() - started:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-    return result
+                results.rows.append({"dims": dims, "probability": phantom.probability, **row})
+                if phantom.seed in shown_seeds:
+                    results.gallery[f"{phantom.seed}/{run.label}"] = gallery_slice(
+                        phantom, source_map.numpy()
+                    )
+        seconds = time.perf_counter() - started
+        print(f"{dims}D {run.label}: {len(chosen)} cases in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return results
 
 
-def gallery_seeds(phantoms: Sequence[Phantom], dims: int) -> list[int]:
-    """Seeds shown in the gallery: the first one-lesion and the first two-lesion cases."""
-    ones = [p.seed for p in phantoms if p.case.lesions == 1][: GALLERY_CASES[dims][0]]
-    twos = [p.seed for p in phantoms if p.case.lesions == 2][: GALLERY_CASES[dims][1]]
+def gallery_phantoms(phantoms: Sequence[Phantom], dims: int) -> list[Phantom]:
+    """The phantoms shown in the gallery: the first one-lesion and the first two-lesion cases."""
+    ones = [p for p in phantoms if p.case.lesions == 1][: GALLERY_CASES[dims][0]]
+    twos = [p for p in phantoms if p.case.lesions == 2][: GALLERY_CASES[dims][1]]
     return ones + twos
+
+
+def gallery_slice(phantom: Phantom, volume: np.ndarray, image: bool = False) -> np.ndarray:
+    """What the gallery shows of a (*spatial) array, as 8 bits: the image (rows down) or, in 3D, the
+    axial slice through the first lesion's centre; at most ``GALLERY_SIZE`` pixels a side.
+
+    Images are windowed to their 1st and 99th percentiles; maps and masks (in [0, 1]) are scaled.
+    """
+    if volume.ndim == 3:
+        labels, _ = lesion_labels(torch.from_numpy(phantom.case.mask))
+        volume = volume[:, :, int(np.round(np.argwhere(labels == 1)[:, 2].mean()))]
+    plane = torch.from_numpy(np.ascontiguousarray(volume.T, dtype=np.float32))[None, None]
+    factor = max(1, math.ceil(max(plane.shape[2:]) / GALLERY_SIZE))
+    plane = F.avg_pool2d(plane, factor)[0, 0].numpy() if factor > 1 else plane[0, 0].numpy()
+    low, high = np.percentile(plane, [1, 99]) if image else (0.0, 1.0)
+    return np.round(255 * np.clip((plane - low) / max(high - low, 1e-12), 0, 1)).astype(np.uint8)
+
+
+# Storing and merging results
+
+
+def result_paths(folder: Path, dims: int) -> tuple[Path, Path, Path]:
+    """The rows (CSV), the cases and runs (JSON) and the gallery (NPZ) of one bundle."""
+    return (
+        folder / f"quality_{dims}d.csv",
+        folder / f"quality_{dims}d.json",
+        folder / f"quality_{dims}d_gallery.npz",
+    )
+
+
+def save_results(results: Results, folder: Path) -> None:
+    """Write one bundle's results (atomically, each file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows_path, info_path, gallery_path = result_paths(folder, results.dims)
+    write_rows(results.rows, rows_path, CSV_COLUMNS)
+    with atomic_path(info_path) as tmp:
+        tmp.write_text(json.dumps(results.info, indent=1) + "\n")
+    with atomic_path(gallery_path) as tmp, tmp.open("wb") as handle:
+        np.savez_compressed(handle, **results.gallery)
+
+
+def load_results(folder: Path, dims: int) -> Results | None:
+    """One bundle's stored results, or None when there are none."""
+    rows_path, info_path, gallery_path = result_paths(folder, dims)
+    if not (rows_path.is_file() and info_path.is_file()):
+        return None
+    with rows_path.open(newline="") as handle:
+        rows = [_typed(row) for row in csv.DictReader(handle)]
+    gallery = dict(np.load(gallery_path)) if gallery_path.is_file() else {}
+    return Results(dims, json.loads(info_path.read_text()), rows, gallery)
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"case": row["case"], "method": row["method"]}
+    for column in CSV_COLUMNS:
+        if column in out:
+            continue
+        text = row[column]
+        out[column] = int(text) if column in INTEGER_COLUMNS else float(text) if text else math.nan
+    return out
+
+
+def merge_results(old: Results, new: Results) -> Results:
+    """The stored results with the new runs added (a run of the same label replaced).
+
+    Raises
+    ------
+    SystemExit
+        When the two were not measured on the same cases.
+    """
+    if old.info["cases"] != new.info["cases"]:
+        raise SystemExit(
+            f"--merge: the stored {new.dims}D results hold other cases ({len(old.info['cases'])} from seed "
+            f"{old.info['cases'][0]}); rerun without --merge, or with the same number of cases"
+        )
+    labels = set(new.info["runs"])
+    info = dict(old.info)
+    info["runs"] = {k: v for k, v in old.info["runs"].items() if k not in labels} | new.info["runs"]
+    if REFERENCE in labels:
+        info["reference_cases"] = new.info["reference_cases"]
+    rows = [row for row in old.rows if row["method"] not in labels] + new.rows
+    gallery = {k: v for k, v in old.gallery.items() if k.split("/", 1)[1] not in labels} | new.gallery
+    return Results(new.dims, info, rows, gallery)
+
+
+# Comparisons
 
 
 def select(rows: Sequence[dict[str, Any]], **wanted: Any) -> list[dict[str, Any]]:
@@ -264,19 +373,20 @@ def paired_difference(
     return mean, half, n
 
 
-def target_lines(result: DimsResult, runs: Sequence[Run]) -> list[str]:
+def target_lines(results: Results) -> list[str]:
     """The targets of the project issue, checked on one bundle's numbers for hdm and its variants."""
-    rows = select(result.rows, method=lambda m: m != REFERENCE)
+    rows = select(results.rows, method=lambda m: m != REFERENCE)
     summary = summarise(rows, METRICS)
-    lines = []
+    runs = results.runs()
     baselines = [run.label for run in runs if run.label in BASELINES]
+    lines = []
     for candidate in [run.label for run in runs if run.method == "hdm"]:
-        lines += _candidate_lines(result, rows, summary, candidate, baselines)
+        lines += _candidate_lines(results.dims, rows, summary, candidate, baselines)
     return lines
 
 
 def _candidate_lines(
-    result: DimsResult,
+    dims: int,
     rows: Sequence[dict[str, Any]],
     summary: dict[str, Any],
     candidate: str,
@@ -295,7 +405,7 @@ def _candidate_lines(
             f"95% CI, {n} cases): **{'met' if met else 'not met'}**"
         )
     two = select(rows, lesions=2)
-    if "dm" in summary and two:
+    if "dm" in summary and candidate != "dm" and two:
         for metric in TWO_LESION_METRICS:
             difference, half, n = paired_difference(two, candidate, "dm", metric)
             clearly = difference - half > 0
@@ -303,7 +413,7 @@ def _candidate_lines(
                 f"- two-lesion cases, {metric}: {candidate} - dm = {difference:+.3f} ± {half:.3f} (95% CI, "
                 f"{n} cases): **{'clearly better' if clearly else 'not clearly better'}**"
             )
-    if result.dims == 2:
+    if dims == 2:
         samples = [row["samples"] for row in select(rows, method=candidate)]
         within = max(samples) <= MAX_SAMPLES_2D
         lines.append(
@@ -313,66 +423,69 @@ def _candidate_lines(
     return lines
 
 
-def bundle_lines(result: DimsResult) -> list[str]:
-    """What was explained on one bundle: the cases, their lesions and the model's answers."""
-    lesions = [p.case.lesions for p in result.phantoms]
-    detected = sum(p.probability > 0.5 for p in result.phantoms)
-    metadata = json.loads((result.bundle.root / "configs" / "metadata.json").read_text())
-    accuracy = metadata.get("medmdm_training", {}).get("accuracy")
-    shape = "x".join(str(s) for s in result.phantoms[0].prepared.network_input.shape[2:])
-    source = "x".join(str(s) for s in result.phantoms[0].case.image.shape)
-    held_out = f", held-out accuracy {accuracy:.1%} in its training run" if accuracy is not None else ""
-    return [
-        f"`{result.bundle.name}` (network input {shape}, source grid {source}{held_out}): "
-        f"{len(lesions)} positive held-out phantoms, seeds {result.seeds[0]} to {result.seeds[1] - 1} "
-        f"(negatives skipped), {lesions.count(1)} with one lesion and {lesions.count(2)} with two; the "
-        f"bundle calls {detected} of them positive (probability > 0.5). Every map explains class "
-        f"{LESION_CLASS} ({result.bundle.class_names[LESION_CLASS]})."
-    ]
+# The report
 
 
-def bundle_section(result: DimsResult, runs: Sequence[Run]) -> list[str]:
+def bundle_section(results: Results) -> list[str]:
     """Markdown of one bundle: cases, tables, mdm-reference subset, targets."""
-    rows = select(result.rows, method=lambda m: m != REFERENCE)
-    dims = result.dims
-    out = [f"### {dims}D: `{result.bundle.name}`", "", *bundle_lines(result), ""]
-    out += [f"All {len(result.phantoms)} cases (mean ± standard deviation over cases):", ""]
-    out += [format_table(summarise(rows, METRICS), MAIN_COLUMNS), ""]
-    for lesions, title in ((1, "One-lesion cases"), (2, "Two-lesion cases")):
-        chosen = select(rows, lesions=lesions)
-        if not chosen:
-            continue
-        count = len({row["case"] for row in chosen})
-        columns = MAIN_COLUMNS if lesions == 1 else TWO_LESION_COLUMNS
-        out += [f"{title} ({count}):", "", format_table(summarise(chosen, METRICS), columns), ""]
-    if result.reference_seeds:
-        subset = select(result.rows, case=lambda c: int(c) in result.reference_seeds)
-        compared = [run.label for run in runs if run.method in ("hdm", "dm", "mdm")] + [REFERENCE]
-        subset = [row for row in subset if row["method"] in compared]
+    info, dims = results.info, results.dims
+    rows = select(results.rows, method=lambda m: m != REFERENCE)
+    first = {row["case"]: row for row in rows}
+    lesions = [first[str(seed)]["lesions"] for seed in info["cases"]]
+    detected = sum(first[str(seed)]["probability"] > 0.5 for seed in info["cases"])
+    accuracy = f", held-out accuracy {info['accuracy']:.1%} in its training run" if info["accuracy"] else ""
+    out = [
+        f"### {dims}D: `{info['bundle']}`",
+        "",
+        f"Network input {'x'.join(map(str, info['network_shape']))}, source grid "
+        f"{'x'.join(map(str, info['source_shape']))}{accuracy}. {len(lesions)} positive held-out "
+        f"phantoms (seeds {info['first_seed']} to {max(info['cases'])}, negatives skipped), "
+        f"{lesions.count(1)} with one lesion and {lesions.count(2)} with two; the bundle calls {detected} "
+        f"of them positive (probability > 0.5). Every map explains class {LESION_CLASS} "
+        f"({info['class_name']}).",
+        "",
+        f"All {len(lesions)} cases (mean ± standard deviation over cases):",
+        "",
+        format_table(summarise(rows, METRICS), MAIN_COLUMNS),
+        "",
+    ]
+    for count, title in ((1, "One-lesion cases"), (2, "Two-lesion cases")):
+        chosen = select(rows, lesions=count)
+        if chosen:
+            columns = MAIN_COLUMNS if count == 1 else TWO_LESION_COLUMNS
+            out += [
+                f"{title} ({lesions.count(count)}):",
+                "",
+                format_table(summarise(chosen, METRICS), columns),
+                "",
+            ]
+    reference = [str(seed) for seed in info["reference_cases"]]
+    if reference and select(results.rows, method=REFERENCE):
+        compared = [run.label for run in results.runs() if run.method in ("hdm", "dm", "mdm", REFERENCE)]
+        subset = select(results.rows, case=lambda c: c in reference, method=lambda m: m in compared)
         out += [
-            f"`{REFERENCE}` against the dynamic-mask methods on the first {len(result.reference_seeds)} "
-            f"case(s) (seeds {', '.join(str(s) for s in result.reference_seeds)}):",
+            f"`{REFERENCE}` and the dynamic-mask methods on the first {len(reference)} case(s) "
+            f"(seeds {', '.join(reference)}):",
             "",
             format_table(summarise(subset, METRICS), REFERENCE_COLUMNS),
             "",
         ]
-    lines = target_lines(result, runs)
+    lines = target_lines(results)
     if lines:
         out += [f"Targets, {dims}D:", "", *lines, ""]
     return out
 
 
-def markdown_section(results: Sequence[DimsResult], runs: Sequence[Run], command: str) -> str:
+def markdown_section(stored: Sequence[Results]) -> str:
     """The whole generated section, markers included."""
-    threads = torch.get_num_threads()
+    commands = dict.fromkeys(f"`{c}`" for results in stored for c in results.info.get("commands", []))
+    machine = stored[0].info.get("machine", "") if stored else ""
     out = [
         START,
         "## Quality on the demo bundles",
         "",
-        f"`{command}` ({platform.machine()} CPU, {os.cpu_count()} cores, {threads} torch threads, "
-        f"medmdm {__version__}, torch {torch.__version__.split('+')[0]}). Written by "
-        "`benchmarks/quality.py`; per-case rows in `benchmarks/results/quality_2d.csv` and "
-        "`quality_3d.csv`.",
+        f"Written by `benchmarks/quality.py` ({', '.join(commands)}; {machine}); per-case rows in "
+        "`benchmarks/results/quality_2d.csv` and `quality_3d.csv`.",
         "",
         "Every method runs with its default options (seed 0) on held-out positive phantoms, explaining "
         "the lesion class. Localisation is scored on the study's own grid against the lesion mask, "
@@ -387,16 +500,21 @@ def markdown_section(results: Sequence[DimsResult], runs: Sequence[Run], command
         "divided by its size, on a CPU shared with other jobs.",
         "",
     ]
-    variants = [run for run in runs if run.label != run.method or run.options]
+    variants = {
+        run.label: run
+        for results in stored
+        for run in results.runs()
+        if run.label != run.method or run.options
+    }
     if variants:
         described = "; ".join(
             f"`{run.label}` is `{run.method}` with "
             + ", ".join(f"`{key}={value}`" for key, value in run.options.items())
-            for run in variants
+            for run in variants.values()
         )
         out += [f"Variants measured for comparison (not registered methods): {described}.", ""]
-    for result in results:
-        out += bundle_section(result, runs)
+    for results in stored:
+        out += bundle_section(results)
     out += [
         "![maps on held-out cases](images/quality_gallery.png)",
         "",
@@ -419,41 +537,33 @@ def replace_section(text: str, section: str) -> str:
     return text.rstrip("\n") + "\n\n" + section
 
 
-def display_slice(result: DimsResult, phantom: Phantom, volume: np.ndarray) -> np.ndarray:
-    """What the gallery shows of a (*spatial) array: rows down the image (2D), or an axial slice (3D)."""
-    if result.dims == 2:
-        return volume.T
-    labels, _ = lesion_labels(torch.from_numpy(phantom.case.mask))
-    z = int(np.round(np.argwhere(labels == 1)[:, 2].mean()))
-    return volume[:, :, z].T
-
-
-def gallery_figure(results: Sequence[DimsResult], methods: Sequence[str], path: Path) -> Path:
-    """Maps of every method on the gallery cases, over the image, lesions outlined."""
-    shown = [(r, p) for r in results for p in r.phantoms if any((p.seed, m) in r.maps for m in methods)]
-    columns = ["image", *methods]
-    fig, axes = plt.subplots(
-        len(shown), len(columns), figsize=(1.6 * len(columns), 1.7 * len(shown)), squeeze=False
-    )
-    for row, (result, phantom) in enumerate(shown):
-        image = display_slice(result, phantom, phantom.case.image)
-        mask = display_slice(result, phantom, phantom.case.mask.astype(float))
-        low, high = np.percentile(image, [1, 99])
+def gallery_figure(stored: Sequence[Results], path: Path) -> Path:
+    """Maps of every run on the gallery cases, over the image, lesions outlined."""
+    labels = list(dict.fromkeys(label for results in stored for label in results.info["runs"]))
+    shown = [
+        (results, key.split("/")[0])
+        for results in stored
+        for key in results.gallery
+        if key.endswith("/image")
+    ]
+    columns = ["image", *labels]
+    size = (1.5 * len(columns), 1.6 * len(shown))
+    fig, axes = plt.subplots(len(shown), len(columns), figsize=size, squeeze=False)
+    for row, (results, seed) in enumerate(shown):
+        image, mask = results.gallery[f"{seed}/image"], results.gallery[f"{seed}/mask"]
+        lesions = select(results.rows, case=seed)[0]["lesions"]
         for column, name in enumerate(columns):
             ax = axes[row, column]
-            ax.imshow(image, cmap="gray", vmin=low, vmax=high)
-            if name != "image" and (phantom.seed, name) in result.maps:
-                saliency = display_slice(result, phantom, result.maps[phantom.seed, name])
-                ax.imshow(saliency, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
-            if mask.any():
-                ax.contour(mask, levels=[0.5], colors="lime", linewidths=0.6)
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            if f"{seed}/{name}" in results.gallery:
+                ax.imshow(results.gallery[f"{seed}/{name}"], cmap="inferno", alpha=0.6, vmin=0, vmax=255)
+            ax.contour(mask, levels=[127], colors="lime", linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(name, fontsize=7)
             if column == 0:
-                label = f"{result.dims}D {phantom.seed}\n{phantom.case.lesions} lesion(s)"
-                ax.set_ylabel(label, fontsize=6)
+                ax.set_ylabel(f"{results.dims}D {seed}\n{lesions} lesion(s)", fontsize=6)
     fig.tight_layout(pad=0.3)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -461,26 +571,26 @@ def gallery_figure(results: Sequence[DimsResult], methods: Sequence[str], path: 
     return path
 
 
-def chart_figure(results: Sequence[DimsResult], methods: Sequence[str], path: Path) -> Path:
-    """Bars of the target metrics per method and bundle, with 95% confidence intervals of the mean."""
-    size = (3.2 * len(TARGET_METRICS), 2.6 * len(results))
-    fig, axes = plt.subplots(len(results), len(TARGET_METRICS), figsize=size, squeeze=False)
-    for row, result in enumerate(results):
-        summary = summarise(select(result.rows, method=lambda m: m != REFERENCE), METRICS)
-        names = [m for m in methods if m in summary]
+def chart_figure(stored: Sequence[Results], path: Path) -> Path:
+    """Bars of the target metrics per run and bundle, with 95% confidence intervals of the mean."""
+    size = (3.2 * len(TARGET_METRICS), 2.6 * len(stored))
+    fig, axes = plt.subplots(len(stored), len(TARGET_METRICS), figsize=size, squeeze=False)
+    for row, results in enumerate(stored):
+        summary = summarise(select(results.rows, method=lambda m: m != REFERENCE), METRICS)
+        names = list(summary)
         for column, metric in enumerate(TARGET_METRICS):
             ax = axes[row, column]
-            means = [summary[m][metric]["mean"] or 0.0 for m in names]
-            errors = [
-                1.96 * (summary[m][metric]["std"] or 0.0) / math.sqrt(max(1, summary[m][metric]["n"]))
-                for m in names
+            stats = [summary[name][metric] for name in names]
+            means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
+            errors = [1.96 * (s["std"] or 0.0) / math.sqrt(max(1, s["n"])) for s in stats]
+            colours = [
+                COLOURS.get(name, "tab:green" if name.startswith("hdm") else "tab:blue") for name in names
             ]
-            colours = [COLOURS.get(m, "tab:blue") for m in names]
             ax.bar(range(len(names)), means, yerr=errors, color=colours, capsize=2)
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
             arrow = "↑" if DIRECTION[metric] == "higher" else "↓"
-            ax.set_title(f"{result.dims}D {metric} {arrow}", fontsize=8)
+            ax.set_title(f"{results.dims}D {metric} {arrow}", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -489,8 +599,24 @@ def chart_figure(results: Sequence[DimsResult], methods: Sequence[str], path: Pa
     return path
 
 
+def write_report(folder: Path, docs: Path) -> str:
+    """Draw the figures and rewrite the docs section from every stored result; return the section."""
+    stored = [results for dims in BUNDLES if (results := load_results(folder, dims)) is not None]
+    if not stored:
+        raise SystemExit(f"no results in {folder}; run the benchmark first")
+    images = docs.parent / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    gallery_figure(stored, images / "quality_gallery.png")
+    chart_figure(stored, images / "quality_chart.png")
+    section = markdown_section(stored)
+    text = docs.read_text() if docs.exists() else "# Benchmarks\n"
+    with atomic_path(docs) as tmp:
+        tmp.write_text(replace_section(text, section))
+    return section
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark and write the CSVs, the figures and the docs section."""
+    """Run the benchmark, store the results, and write the figures and the docs section."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases-2d", type=int, default=100, help="positive 2D cases (default 100)")
     parser.add_argument("--cases-3d", type=int, default=30, help="positive 3D cases (default 30)")
@@ -513,6 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=int, default=8, help="cases explained together (default 8)")
     parser.add_argument("--dims", default="2,3", help="bundles to run: 2, 3 or 2,3")
+    parser.add_argument("--merge", action="store_true", help="add these runs to the stored results")
+    parser.add_argument("--report-only", action="store_true", help="only redraw the figures and the section")
     parser.add_argument("--bundles", type=Path, default=REPOSITORY / "sample_data" / "bundles")
     parser.add_argument("--results", type=Path, default=REPOSITORY / "benchmarks" / "results")
     parser.add_argument("--docs", type=Path, default=REPOSITORY / "docs" / "benchmarks.md")
@@ -521,35 +649,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.cases_2d, args.cases_3d, args.reference_subset, args.reference_subset_3d = 4, 2, 0, 0
+    torch.set_num_threads(args.threads)
     reference_3d = args.reference_subset if args.reference_subset_3d is None else args.reference_subset_3d
+    counts = {2: (args.cases_2d, args.reference_subset), 3: (args.cases_3d, reference_3d)}
     runs = [Run(m.strip(), m.strip()) for m in args.methods.split(",") if m.strip()]
     runs += parse_variants(args.variants)
-    labels = [run.label for run in runs]
-    torch.set_num_threads(args.threads)
-    counts = {2: (args.cases_2d, args.reference_subset), 3: (args.cases_3d, reference_3d)}
+    command = " ".join(["python benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
+    machine = (
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads, "
+        f"medmdm {__version__}, torch {torch.__version__.split('+')[0]}"
+    )
 
-    results = []
-    for dims in (int(d) for d in args.dims.split(",")):
+    for dims in [] if args.report_only else [int(d) for d in args.dims.split(",")]:
         bundle = load_bundle(args.bundles / BUNDLES[dims])
         count, reference = counts[dims]
-        result = run_bundle(dims, bundle, runs, count, min(reference, count), args.batch, args.seed)
-        results.append(result)
-        args.results.mkdir(parents=True, exist_ok=True)
-        write_rows(result.rows, args.results / f"quality_{dims}d.csv", CSV_COLUMNS)
-        for line in target_lines(result, runs):
+        results = run_bundle(dims, bundle, runs, count, min(reference, count), args.batch, args.seed)
+        results.info |= {"commands": [command], "machine": machine}
+        old = load_results(args.results, dims) if args.merge else None
+        if old is not None:
+            results = merge_results(old, results)
+            results.info["commands"] = [*old.info.get("commands", []), command]
+        save_results(results, args.results)
+        for line in target_lines(results):
             print(f"{dims}D {line[2:]}", flush=True)
-
-    images = args.docs.parent / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    shown = [*labels, *([REFERENCE] if any(r.reference_seeds for r in results) else [])]
-    gallery_figure(results, shown, images / "quality_gallery.png")
-    chart_figure(results, labels, images / "quality_chart.png")
-    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    section = markdown_section(results, runs, command.strip())
-    text = args.docs.read_text() if args.docs.exists() else "# Benchmarks\n"
-    with atomic_path(args.docs) as tmp:
-        tmp.write_text(replace_section(text, section))
-    print(section)
+    print(write_report(args.results, args.docs))
     return 0
 
 

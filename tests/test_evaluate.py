@@ -308,17 +308,52 @@ def test_evaluate_names_a_missing_mask_and_refuses_a_full_out(detector, tmp_path
     assert "not empty" in capsys.readouterr().err
 
 
-# the benchmark's documentation section
+# the benchmark's documentation section and stored results
 
 
-def test_quality_benchmark_replaces_only_its_section(monkeypatch):
+@pytest.fixture
+def quality(monkeypatch):
     spec = importlib.util.spec_from_file_location("quality", REPOSITORY / "benchmarks" / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "quality", quality)
-    spec.loader.exec_module(quality)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quality", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_benchmark_replaces_only_its_section(quality):
     section = f"{quality.START}\nnew\n{quality.END}\n"
     text = "# Benchmarks\n\nkept\n"
     once = quality.replace_section(text, section)
     assert once == "# Benchmarks\n\nkept\n\n" + section
     twice = quality.replace_section(once + "after\n", section.replace("new", "newer"))
     assert twice == "# Benchmarks\n\nkept\n\n" + section.replace("new", "newer") + "after\n"
+
+
+def test_quality_results_merge_by_run_and_refuse_other_cases(quality, tmp_path):
+    def results(cases, runs, value):
+        rows = [
+            {column: 0.0 for column in quality.CSV_COLUMNS}
+            | {"dims": 2, "case": str(case), "method": run, "target": 1, "lesions": 1, "dice_p95": value}
+            for run in runs
+            for case in cases
+        ]
+        info = {
+            "cases": cases,
+            "reference_cases": [],
+            "runs": {r: {"method": r, "options": {}} for r in runs},
+        }
+        gallery = {f"{cases[0]}/{run}": np.full((2, 2), value, np.uint8) for run in runs}
+        return quality.Results(2, info, rows, gallery)
+
+    quality.save_results(results([7, 9], ["hdm", "gradcam"], 1), tmp_path)
+    stored = quality.load_results(tmp_path, 2)
+    assert [(r["case"], r["method"], r["dice_p95"], r["lesions"]) for r in stored.rows][:2] == [
+        ("7", "hdm", 1.0, 1),
+        ("9", "hdm", 1.0, 1),
+    ]
+    merged = quality.merge_results(stored, results([7, 9], ["hdm", "rise"], 2))
+    assert list(merged.info["runs"]) == ["gradcam", "hdm", "rise"]
+    assert {(r["method"], r["dice_p95"]) for r in merged.rows} == {("gradcam", 1), ("hdm", 2), ("rise", 2)}
+    assert int(merged.gallery["7/hdm"][0, 0]) == 2 and int(merged.gallery["7/gradcam"][0, 0]) == 1
+    with pytest.raises(SystemExit, match="other cases"):
+        quality.merge_results(stored, results([7, 8], ["rise"], 2))
