@@ -237,11 +237,13 @@ def run_bundle(
         results.gallery[f"{phantom.seed}/image"] = gallery_slice(phantom, phantom.case.image, image=True)
         results.gallery[f"{phantom.seed}/mask"] = gallery_slice(phantom, phantom.case.mask.astype(float))
     for run, chosen in plan:
-        explainer = method_explainer(run.method, bundle.network, {"seed": seed, **run.options})
+        options = {"seed": seed, **bundle.explain_options, **run.options}
+        explainer = method_explainer(run.method, bundle.network, options)
         started = time.perf_counter()
         for first in range(0, len(chosen), batch):
             group = chosen[first : first + batch]
-            scored = explain_and_score(explainer, [p.prepared for p in group], run.label)
+            deletion_baseline = bundle.explain_options.get("baseline", "mean")
+            scored = explain_and_score(explainer, [p.prepared for p in group], run.label, deletion_baseline)
             for phantom, row, source_map in zip(group, scored.rows, scored.source_maps, strict=True):
                 results.rows.append({"dims": dims, "probability": phantom.probability, **row})
                 if phantom.seed in shown_seeds:
@@ -487,16 +489,19 @@ def markdown_section(stored: Sequence[Results]) -> str:
         f"Written by `benchmarks/quality.py` ({', '.join(commands)}; {machine}); per-case rows in "
         "`benchmarks/results/quality_2d.csv` and `quality_3d.csv`.",
         "",
-        "Every method runs with its default options (seed 0) on held-out positive phantoms, explaining "
+        "Every method runs with its default options (seed 0) and the bundle's `explain_options` "
+        "(`configs/metadata.json`; both demo bundles ask for `baseline=blur`, which every method with a "
+        "baseline takes) on held-out positive phantoms, explaining "
         "the lesion class. Localisation is scored on the study's own grid against the lesion mask, "
         "after the map is mapped back through the affines: energy-based pointing game (share of the "
         "map's mass in the lesions), pointing game (the map's peak within 15 voxels at 224 of a lesion, "
         "scaled with the grid), Dice and IoU of the map's top 5% (95th percentile), `min_lesion_share` "
         "(the smaller share of the two lesions' masses; 0 when a map finds one lesion only) and "
         "`lesions_found` (the fraction of lesions where the map reaches half its maximum). "
-        "Faithfulness is scored on the network input: deletion and insertion AUC (20 steps, probability "
-        "of the lesion class), average drop and increase in confidence. Seconds and samples (images "
-        "through the model) are per case; cases are explained in batches, so seconds are a batch's time "
+        "Faithfulness is scored on the network input: deletion (to the bundle's baseline) and insertion "
+        "(from the blur) AUC (20 steps, probability of the lesion class), average drop and increase in "
+        "confidence. Seconds and samples (images through the model) are per case; cases are explained "
+        "in batches, so seconds are a batch's time "
         "divided by its size, on a CPU shared with other jobs.",
         "",
     ]

@@ -156,7 +156,7 @@ def explain_study(
         ``"class:K"`` class K, ``"prototype:K"``, ``"region:K"`` the predicted region of label K of a
         segmentation network, or a target object.
     options : dict, optional
-        Explainer options (``seed``, ``steps``...).
+        Explainer options (``seed``, ``steps``...), over the bundle's ``explain_options``.
     formats : str or sequence of str, optional
         See :func:`parse_formats`; ``report.json`` is always written.
     device : str or torch.device
@@ -184,7 +184,7 @@ def explain_study(
         clock = time.perf_counter()
         bundle = load_bundle(bundle if bundle is not None else demo_bundle_path(len(study.size)))
         timings["load_bundle"] = time.perf_counter() - clock
-    options = dict(options or {})
+    options = {**explainers.accepted_options(method, bundle.explain_options), **(options or {})}
     options.setdefault("device", resolve_device(device))
     if progress is not None:
         options["progress"] = progress

@@ -70,6 +70,10 @@ class Bundle:
         The weights file (None only with ``allow_random_weights``).
     weights_sha256 : str
         SHA-256 of the weights file, ``""`` without one.
+    explain_options : dict
+        Explainer options the bundle recommends for its images (``medmdm.explain_options`` in
+        ``configs/metadata.json``, e.g. ``{"baseline": "blur"}``); each method takes those it has,
+        and options given by the user win.
     """
 
     root: Path
@@ -83,6 +87,7 @@ class Bundle:
     config_files: list[Path] = field(default_factory=list)
     weights: Path | None = None
     weights_sha256: str = ""
+    explain_options: dict[str, Any] = field(default_factory=dict)
 
     def preprocess(self, study: Study) -> MetaTensor:
         """Run the bundle's preprocessing on a study.
@@ -119,6 +124,7 @@ class Bundle:
             "weights": str(self.weights) if self.weights else None,
             "weights_sha256": self.weights_sha256,
             "network": type(self.network).__name__,
+            "explain_options": dict(self.explain_options),
         }
 
 
@@ -216,6 +222,7 @@ def assemble_bundle(
         config_files=list(config_files),
         weights=weights,
         weights_sha256=_sha256(weights) if weights else "",
+        explain_options=_explain_options(metadata, name),
     )
 
 
@@ -248,6 +255,14 @@ def _read_metadata(root: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BundleError(f"bundle {root}: configs/metadata.json is not a JSON object")
     return data
+
+
+def _explain_options(metadata: dict[str, Any], name: str) -> dict[str, Any]:
+    section = metadata.get("medmdm", {})
+    options = section.get("explain_options", {}) if isinstance(section, dict) else None
+    if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+        raise BundleError(f"bundle {name}: medmdm.explain_options in configs/metadata.json is not an object")
+    return dict(options)
 
 
 def _class_names(metadata: dict[str, Any]) -> list[str]:

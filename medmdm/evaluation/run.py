@@ -22,7 +22,8 @@ from medmdm.bundle import Bundle
 from medmdm.errors import InputError, ModelError
 from medmdm.evaluation.cases import EvaluationCase, load_mask
 from medmdm.evaluation.scores import faithfulness_scores, lesion_labels, localisation_scores
-from medmdm.explainers.base import Explainer, Explanation, frozen
+from medmdm.explainers.base import Explainer, Explanation, accepted_options, frozen
+from medmdm.explainers.perturbation import BaselineKind
 from medmdm.geometry import map_to_source
 from medmdm.io import Study, load_study
 
@@ -98,12 +99,15 @@ def method_explainer(method: str, model: nn.Module, options: dict[str, Any]) -> 
     ``seed``, ``device`` and the like go to every method; ``steps`` only to the methods that have
     a step budget (the mask optimisers, and the integration points of integrated gradients).
     """
-    explainer = explainers.create(method, model)
-    accepted = explainer.options()
-    return explainers.create(method, model, **{k: v for k, v in options.items() if k in accepted})
+    return explainers.create(method, model, **accepted_options(method, options))
 
 
-def explain_and_score(explainer: Explainer, cases: Sequence[PreparedCase], method: str = "") -> ScoredBatch:
+def explain_and_score(
+    explainer: Explainer,
+    cases: Sequence[PreparedCase],
+    method: str = "",
+    deletion_baseline: BaselineKind = "mean",
+) -> ScoredBatch:
     """Explain a batch of cases (same network input shape) with one explainer and score every map.
 
     Parameters
@@ -114,6 +118,8 @@ def explain_and_score(explainer: Explainer, cases: Sequence[PreparedCase], metho
         Explained together, as one batch.
     method : str
         The name written in the rows (default: the explainer's registry name).
+    deletion_baseline : {"mean", "blur", "constant"}
+        What the deletion curve replaces voxels with (see :func:`faithfulness_scores`).
 
     Returns
     -------
@@ -128,7 +134,9 @@ def explain_and_score(explainer: Explainer, cases: Sequence[PreparedCase], metho
         for i, case in enumerate(cases)
     ]
     with frozen(model, explainer.device):  # score on the explainer's device, then move the model back
-        faithfulness = faithfulness_scores(model, x, explanation.map, targets)
+        faithfulness = faithfulness_scores(
+            model, x, explanation.map, targets, deletion_baseline=deletion_baseline
+        )
     count = len(cases)
     rows = []
     for i, case in enumerate(cases):
@@ -197,13 +205,15 @@ def evaluate_cases(
     ModelError
         The bundle's network fails, or a method cannot explain it.
     """
-    made = {method: method_explainer(method, bundle.network, dict(options or {})) for method in methods}
+    chosen = {**bundle.explain_options, **(options or {})}
+    made = {method: method_explainer(method, bundle.network, chosen) for method in methods}
+    deletion_baseline = chosen.get("baseline", "mean")
     rows: list[Row] = []
     for number, case in enumerate(cases, start=1):
         prepared = prepare_case(case, bundle)
         for method, explainer in made.items():
             try:
-                batch = explain_and_score(explainer, [prepared], method)
+                batch = explain_and_score(explainer, [prepared], method, deletion_baseline)
             except (ModelError, InputError) as error:
                 raise type(error)(f"{case.study}: {method}: {error}") from error
             rows.extend(batch.rows)

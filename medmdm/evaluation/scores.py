@@ -29,6 +29,7 @@ from scipy import ndimage
 from torch import nn
 
 from medmdm import metrics
+from medmdm.explainers.perturbation import BaselineKind
 from medmdm.metrics import PERCENTILES
 
 OVERLAP_SCORES = ("dice", "iou", "precision", "sensitivity")
@@ -137,6 +138,7 @@ def faithfulness_scores(
     *,
     steps: int = 20,
     max_batch: int | None = None,
+    deletion_baseline: BaselineKind = "mean",
 ) -> dict[str, torch.Tensor]:
     """The faithfulness columns of maps on the network input.
 
@@ -154,6 +156,9 @@ def faithfulness_scores(
         Deletion and insertion steps (each curve costs ``steps + 1`` samples per image).
     max_batch : int, optional
         Most images passed through the model at once.
+    deletion_baseline : {"mean", "blur", "constant"}
+        What deleted voxels become (insertion always starts from the blur); a bundle's own
+        ``baseline`` option, where it has one, so that deleting means what it means to its model.
 
     Returns
     -------
@@ -165,7 +170,9 @@ def faithfulness_scores(
     curves = {"steps": steps, "max_batch": max_batch}
     drop = metrics.average_drop_increase(model, x, saliency, target)
     out = {
-        "deletion_auc": metrics.deletion_auc(model, x, saliency, target, **curves),
+        "deletion_auc": metrics.deletion_auc(
+            model, x, saliency, target, baseline=deletion_baseline, **curves
+        ),
         "insertion_auc": metrics.insertion_auc(model, x, saliency, target, **curves),
         "average_drop": drop.drop,
         "average_increase": drop.increase,

@@ -450,6 +450,17 @@ def create(name: str, model: nn.Module, **options: Any) -> Explainer:
     return factory(model, **options)
 
 
+def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``options`` that the explainer registered as ``name`` takes.
+
+    Options meant for several methods (a bundle's ``baseline``, a run's ``steps``) are applied this
+    way to the methods that have them, and left out for the others.
+    """
+    _check_name(name)
+    accepted = set(option_names(_REGISTRY[name]))
+    return {key: value for key, value in options.items() if key in accepted}
+
+
 def option_names(factory: Callable[..., Any]) -> list[str]:
     """Keyword options a factory accepts, following ``**options`` up the class hierarchy."""
     owners = (

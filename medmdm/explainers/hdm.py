@@ -23,13 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medmdm.errors import OptionError
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.dynamic_masks import DynamicMasks
 from medmdm.explainers.mask_optimisation import MaskProblem
-from medmdm.explainers.masks import normalise
+from medmdm.explainers.masks import default_benchmark_sizes, normalise
 from medmdm.explainers.perturbation import keep, remove
 from medmdm.explainers.targets import BoundTarget
 
@@ -103,7 +104,8 @@ class HierarchicalDynamicMasks(DynamicMasks):
             masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target)
             weight = problem.retention(masked, index).clamp(self.min_weight, 1)
             fused[index] += weight.view(-1, *[1] * (dims + 1)) * saliency
-            removed[index] = torch.maximum(removed[index], (saliency / self.removal_threshold).clamp(max=1))
+            region = (self._found_region(saliency) / self.removal_threshold).clamp(max=1)
+            removed[index] = torch.maximum(removed[index], region)
             remaining = scorer.scores(remove(x[index], sub.baseline, removed[index]), sub.target)
             records.append(
                 self._record(batch, index, saliency, weight, sub.score_original, masked, remaining, steps)
@@ -117,6 +119,18 @@ class HierarchicalDynamicMasks(DynamicMasks):
         return self._explanation(
             problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records
         )
+
+    def _found_region(self, saliency: torch.Tensor) -> torch.Tensor:
+        """The saliency spread to each voxel's neighbourhood (a max filter half a finest coarse cell
+        wide): fine masks keep scattered voxels of what they found, and removing only those would
+        leave the rest of it for the next level."""
+        spatial = saliency.shape[2:]
+        finest = max(self.benchmark_sizes or default_benchmark_sizes(spatial))
+        width = max(spatial) // (2 * finest)
+        if width < 1:
+            return saliency
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(spatial) - 1]
+        return pool(saliency, 2 * width + 1, stride=1, padding=width)
 
     @staticmethod
     def _record(

@@ -275,3 +275,27 @@ def test_network_without_class_logits_names_the_bundle(tmp_path):
     with pytest.raises(ModelError, match="bundle not_a_classifier: "):
         explain_study(path, root, tmp_path / "out", options={"steps": 5})
     assert not (tmp_path / "out").exists()
+
+
+def test_bundle_explain_options_apply_to_the_methods_that_take_them(detector_bundle, tmp_path):
+    metadata_path = detector_bundle / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["medmdm"] = {"explain_options": {"baseline": "blur", "blur_sigma": 2.0}}
+    metadata_path.write_text(json.dumps(metadata))
+    bundle = load_bundle(detector_bundle)
+    assert bundle.explain_options == {"baseline": "blur", "blur_sigma": 2.0}
+    assert bundle.summary()["explain_options"] == bundle.explain_options
+    path, _ = ct_with_ball(tmp_path / "ct.nii.gz")
+    report = explain_study(path, bundle, tmp_path / "hdm", options={"steps": 3}, formats="json").report
+    assert report["method"]["options"]["baseline"] == "blur"
+    assert report["method"]["options"]["blur_sigma"] == 2.0
+    given = {"steps": 3, "baseline": "mean"}  # the user's options win
+    report = explain_study(path, bundle, tmp_path / "mean", options=given, formats="json").report
+    assert report["method"]["options"]["baseline"] == "mean"
+    report = explain_study(path, bundle, tmp_path / "sal", method="saliency", formats="json").report
+    assert "baseline" not in report["method"]["options"]  # saliency has no baseline: left out
+
+    metadata["medmdm"] = {"explain_options": ["baseline", "blur"]}
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match="explain_options"):
+        load_bundle(detector_bundle)
