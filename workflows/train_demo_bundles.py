@@ -37,6 +37,8 @@ from monai.transforms import Compose
 from torch import nn
 
 from medmdm import __version__
+from medmdm.explainers.masks import grid_shape, upsample
+from medmdm.explainers.perturbation import baseline_image, remove
 from medmdm.testing.dicom_studies import study_image
 from medmdm.testing.phantoms import Case, ct_case, radiograph_case
 from medmdm.writers.atomic import atomic_path
@@ -47,6 +49,7 @@ HELD_OUT_SEED_START = 1_000_000
 SCHEMA = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 )
+LESION_CONTRAST = 0.02  # input change (of a [0, 1] range) that marks a nodule's voxel
 LOADING = [
     {"_target_": "LoadImaged", "keys": "image", "image_only": True},
     {"_target_": "EnsureChannelFirstd", "keys": "image"},
@@ -72,6 +75,8 @@ class Recipe:
     epochs: int
     batch_size: int
     learning_rate: float
+    explain_options: dict[str, Any]  # what medmdm's explainers should use on these images
+    perturbed_share: float  # images of a training batch that :func:`perturb` changes
 
 
 def _densenet(dims: int) -> dict[str, Any]:
@@ -121,6 +126,8 @@ RECIPES = {
             epochs=10,
             batch_size=32,
             learning_rate=3e-3,
+            explain_options={"baseline": "blur"},
+            perturbed_share=0.5,
         ),
         Recipe(
             name="ct_nodule_3d",
@@ -156,9 +163,11 @@ RECIPES = {
             ),
             train_cases=1200,
             held_out_cases=100,
-            epochs=14,
+            epochs=20,
             batch_size=16,
             learning_rate=3e-3,
+            explain_options={"baseline": "blur"},
+            perturbed_share=0.4,
         ),
     )
 }
@@ -204,35 +213,88 @@ def _start_worker(recipe_name: str, folder: Path) -> None:
     _worker_state["transforms"] = study_transforms(parse_bundle(folder))
 
 
-def _prepared_case(seed: int) -> tuple[torch.Tensor, int]:
-    case = _worker_state["recipe"].case(seed)
-    image = _worker_state["transforms"]({"image": study_image(case)})["image"]
-    return image.as_tensor(), case.label
+def _prepared_case(seed: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    recipe, transforms = _worker_state["recipe"], _worker_state["transforms"]
+    case = recipe.case(seed)
+    image = transforms({"image": study_image(case)})["image"].as_tensor()
+    lesion = torch.zeros_like(image, dtype=torch.bool)
+    if case.label:  # the same phantom without its nodules differs from it only at the nodules
+        clean = transforms({"image": study_image(recipe.case(seed, lesions=0))})["image"].as_tensor()
+        lesion = (image - clean).abs() > LESION_CONTRAST
+    return image, case.label, lesion
 
 
-def network_inputs(
-    recipe: Recipe, folder: Path, seeds: Sequence[int], workers: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Preprocessed inputs ``(N, 1, *spatial)`` and labels ``(N,)`` of the phantoms of ``seeds``.
+@dataclass
+class NetworkInputs:
+    """Preprocessed phantoms: inputs ``(N, 1, *spatial)``, labels ``(N,)`` and, in the network's grid,
+    where the nodules change the input ``(N, 1, *spatial)`` (all False for negatives)."""
 
-    Each case goes through the preprocessing of the bundle in ``folder`` as medmdm runs it; ``workers``
-    processes share the work, and the result does not depend on how many there are.
+    x: torch.Tensor
+    y: torch.Tensor
+    lesion: torch.Tensor
+
+
+def network_inputs(recipe: Recipe, folder: Path, seeds: Sequence[int], workers: int) -> NetworkInputs:
+    """The phantoms of ``seeds`` as the bundle in ``folder`` sees them.
+
+    Each case goes through the preprocessing of the bundle as medmdm runs it; ``workers`` processes
+    share the work, and the result does not depend on how many there are.
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         workers, context, initializer=_start_worker, initargs=(recipe.name, folder)
     ) as pool:
         prepared = list(pool.map(_prepared_case, seeds, chunksize=16))
-    return torch.stack([x for x, _ in prepared]), torch.tensor([label for _, label in prepared])
+    x, y, lesion = zip(*prepared, strict=True)
+    return NetworkInputs(torch.stack(x), torch.tensor(y), torch.stack(lesion))
 
 
-def train_network(network: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> nn.Module:
-    """AdamW with a one-cycle schedule (short warm-up) and random left-right flips.
+def perturb(
+    inputs: torch.Tensor,
+    lesion: torch.Tensor,
+    labels: torch.Tensor,
+    share: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace random smooth regions of some images with a baseline, as the explainers do.
+
+    Each image is perturbed with probability ``share``: a random coarse grid, upsampled
+    and thresholded with soft edges, chooses from 5% to 95% of the image, which becomes the image's
+    mean or its blur (the explainers' baselines). A positive image whose nodules lose more than half
+    of their voxels this way is labelled negative. The network thus learns that a baseline-filled
+    region is no finding, and the explainers' masked images stay inside what it was trained on.
+
+    Returns
+    -------
+    (perturbed inputs, their labels)
+    """
+    count, spatial = len(inputs), inputs.shape[2:]
+    cells = int(torch.randint(2, 9, (1,), generator=generator))
+    grid = torch.rand((count, 1, *grid_shape(cells, spatial)), generator=generator)
+    smooth = upsample(grid, spatial)
+    low = smooth.flatten(1).amin(1).view(-1, *[1] * (inputs.ndim - 1))
+    high = smooth.flatten(1).amax(1).view(-1, *[1] * (inputs.ndim - 1))
+    coverage = 0.05 + 0.9 * torch.rand((count, *[1] * (inputs.ndim - 1)), generator=generator)
+    threshold = low + (1 - coverage) * (high - low)
+    region = torch.sigmoid((smooth - threshold) / (0.05 * (high - low) + 1e-6))
+    chosen = (torch.rand(count, generator=generator) < share).view(-1, *[1] * (inputs.ndim - 1))
+    region = region * chosen
+    kind = "mean" if float(torch.rand(1, generator=generator)) < 0.5 else "blur"
+    perturbed = remove(inputs, baseline_image(inputs, kind), region)
+    nodule = lesion.float().flatten(1)
+    kept = ((1 - region.flatten(1)) * nodule).sum(1) / nodule.sum(1).clamp_min(1)
+    labels = torch.where((labels == 1) & (nodule.sum(1) > 0) & (kept < 0.5), 0, labels)
+    return perturbed, labels
+
+
+def train_network(network: nn.Module, data: NetworkInputs, recipe: Recipe) -> nn.Module:
+    """AdamW with a one-cycle schedule (short warm-up), random left-right flips and :func:`perturb`.
 
     The network trains in channels-last memory format (faster on CPU) and comes back in the default
     one, in eval mode.
     """
     generator = torch.Generator().manual_seed(0)
+    x = data.x
     steps = recipe.epochs * -(-len(x) // recipe.batch_size)
     optimiser = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -245,10 +307,11 @@ def train_network(network: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: 
         total = 0.0
         for start in range(0, len(x), recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
-            inputs = x[batch]
+            share = recipe.perturbed_share
+            inputs, labels = perturb(x[batch], data.lesion[batch], data.y[batch], share, generator)
             flip = (torch.rand(len(batch), generator=generator) < 0.5).view(-1, *[1] * (x.ndim - 1))
             inputs = torch.where(flip, inputs.flip(2), inputs)
-            loss = nn.functional.cross_entropy(network(inputs.to(memory_format=layout)), y[batch])
+            loss = nn.functional.cross_entropy(network(inputs.to(memory_format=layout)), labels)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -258,16 +321,28 @@ def train_network(network: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: 
     return network.to(memory_format=torch.contiguous_format).eval()
 
 
-def evaluate(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Accuracy, sensitivity and specificity of the predicted class."""
-    with torch.no_grad():
-        predicted = torch.cat([network(chunk).argmax(1) for chunk in x.split(32)])
+def evaluate(network: nn.Module, data: NetworkInputs) -> dict[str, float]:
+    """Accuracy, sensitivity and specificity of the predicted class; and the share of the positives
+    called negative once their nodules (dilated by one voxel) are replaced with each baseline."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([network(chunk).argmax(1) for chunk in x.split(32)])
+
+    x, y = data.x, data.y
+    predicted = predict(x)
     positives, negatives = y == 1, y == 0
-    return {
+    pool = (nn.functional.max_pool2d, nn.functional.max_pool3d)[x.ndim - 4]
+    nodules = pool(data.lesion[positives].float(), 3, 1, 1)
+    scores = {
         "accuracy": float((predicted == y).float().mean()),
         "sensitivity": float((predicted[positives] == 1).float().mean()),
         "specificity": float((predicted[negatives] == 0).float().mean()),
     }
+    for kind in ("mean", "blur"):
+        erased = predict(remove(x[positives], baseline_image(x[positives], kind), nodules))
+        scores[f"negative_once_{kind}_erased"] = float((erased == 0).float().mean())
+    return scores
 
 
 def seconds_per_image(network: nn.Module, spatial: Sequence[int], batch: int = 8, repeats: int = 5) -> float:
@@ -300,21 +375,21 @@ def build_bundle(recipe: Recipe, folder: Path, threads: int, workers: int) -> di
     train_seeds = range(TRAIN_SEED_START, TRAIN_SEED_START + recipe.train_cases)
     held_out_seeds = range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + recipe.held_out_cases)
 
-    x, y = network_inputs(recipe, folder, train_seeds, workers)
+    training = network_inputs(recipe, folder, train_seeds, workers)
     print(
-        f"{recipe.name}: {len(x)} training cases ready after {time.perf_counter() - started:.0f} s",
+        f"{recipe.name}: {len(training.x)} training cases ready after {time.perf_counter() - started:.0f} s",
         flush=True,
     )
     train_start, train_start_cpu = time.perf_counter(), _cpu_seconds()
-    train_network(network, x, y, recipe)
+    train_network(network, training, recipe)
     train_seconds, train_cpu = time.perf_counter() - train_start, _cpu_seconds() - train_start_cpu
-    held_x, held_y = network_inputs(recipe, folder, held_out_seeds, workers)
-    scores = evaluate(network, held_x, held_y)
+    held_out = network_inputs(recipe, folder, held_out_seeds, workers)
+    scores = evaluate(network, held_out)
     measured = {
         **{k: round(v, 4) for k, v in scores.items()},
-        "held_out_cases": len(held_x),
-        "held_out_positives": int(held_y.sum()),
-        "training_cases": len(x),
+        "held_out_cases": len(held_out.x),
+        "held_out_positives": int(held_out.y.sum()),
+        "training_cases": len(training.x),
         "training_seeds": [train_seeds.start, train_seeds.stop],
         "held_out_seeds": [held_out_seeds.start, held_out_seeds.stop],
         "epochs": recipe.epochs,
@@ -389,6 +464,7 @@ def metadata(recipe: Recipe, measured: dict[str, Any]) -> dict[str, Any]:
             },
         },
         "medmdm_training": measured,
+        "medmdm": {"explain_options": recipe.explain_options},
     }
 
 
@@ -423,7 +499,10 @@ After `LoadImaged` and `EnsureChannelFirstd`, the preprocessing is:
 
 The network was trained on exactly what medmdm feeds it: each phantom as `medmdm.io.load_study`
 reads its DICOM, through this preprocessing. Training: {measured["epochs"]} epochs of AdamW with a
-one-cycle learning rate and random left-right flips on {measured["threads"]} CPU thread(s),
+one-cycle learning rate, random left-right flips and perturbations like the explainers'
+({recipe.perturbed_share:.0%} of the images have random smooth regions, 5% to 95% of the image,
+replaced with the image's mean or its blur; a positive whose nodules lose more than half their
+voxels this way is labelled negative), on {measured["threads"]} CPU thread(s),
 {measured["training_loop_seconds"]:.0f} s of training and {measured["total_seconds"]:.0f} s in all,
 phantom generation and evaluation included (CPU time: {measured["training_loop_cpu_seconds"]:.0f} s
 and {measured["total_cpu_seconds"]:.0f} s; the wall times grow when other work shares the CPU).
@@ -433,6 +512,12 @@ and {measured["total_cpu_seconds"]:.0f} s; the wall times grow when other work s
 {measured["held_out_cases"]} held-out phantoms (seeds {held_first} to {held_last},
 {measured["held_out_positives"]} positive): accuracy {measured["accuracy"]:.1%},
 sensitivity {measured["sensitivity"]:.1%}, specificity {measured["specificity"]:.1%}.
+
+Perturbations: with their nodules (dilated by a voxel) replaced by the image's blur,
+{measured["negative_once_blur_erased"]:.1%} of the positives are called negative; replaced by the
+image's mean, {measured["negative_once_mean_erased"]:.1%}. A nodule filled with the mean is still a
+grey blob in a dark lung, so this bundle asks medmdm to perturb with the blur
+(`medmdm.explain_options` in `configs/metadata.json`: {json.dumps(recipe.explain_options)}).
 
 One forward and backward pass (gradients to the input, as medmdm's explainers run it) takes
 {measured["forward_backward_seconds_per_image"] * 1000:.1f} ms per image on the CPU it was trained on.
