@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +19,13 @@ class Case:
     model: torch.nn.Module
     x: torch.Tensor
     regions: list[torch.Tensor]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, share the cores among the workers instead of oversubscribing them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 BOX = {2: ((14, 30), (18, 34)), 3: ((6, 16), (8, 18), (10, 20))}

@@ -40,6 +40,10 @@ Synthetic, for demonstration only: phantoms from `medmdm.testing.phantoms`, no p
 - `bundles/radiograph_lesion_2d`, `bundles/ct_nodule_3d`: two small trained MONAI bundles (lesion /
   no lesion), each with `configs/`, `models/model.pt` and `docs/README.md` (data, preprocessing,
   held-out accuracy). Made by `python workflows/train_demo_bundles.py`.
+- `bundles/vit_lesion_2d`, `bundles/protopnet_lesion_2d`, `bundles/ct_nodule_seg_3d`: a MONAI ViT and a
+  ProtoPNet-style network for the radiographs, and a MONAI UNet that segments the CT nodules, for
+  class, prototype and region targets (`docs/targets/`), laid out the same way. Made by
+  `python workflows/train_target_models.py`.
 - `studies/cr_lesion.dcm`: a chest radiograph, one CR DICOM file; `studies/cr_lesion.nii.gz` the same
   image as NIfTI; `studies/cr_lesion_mask.nii.gz` its nodule (1 inside).
 - `studies/ct_nodule/`: a chest CT series, one DICOM file per slice (names and InstanceNumbers not in
@@ -56,6 +60,7 @@ Regenerate everything (bundles first, a few minutes each on two CPU cores):
 ```bash
 python workflows/train_demo_bundles.py
 python workflows/make_sample_data.py
+python workflows/train_target_models.py
 ```
 """
 MIN_PROBABILITY = 0.95

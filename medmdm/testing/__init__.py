@@ -7,6 +7,7 @@ from medmdm.testing.models import BoxModel, EitherRegionModel, Region
 from medmdm.testing.phantoms import Case, ct_case, radiograph_case
 from medmdm.testing.prototypes import PrototypeNet
 from medmdm.testing.segmentation import ThresholdSegmenter
+from medmdm.testing.vit import ViTClassifier
 
 __all__ = [
     "BoxModel",
@@ -15,6 +16,7 @@ __all__ = [
     "PrototypeNet",
     "Region",
     "ThresholdSegmenter",
+    "ViTClassifier",
     "box_image",
     "ct_case",
     "lesion_cnn",

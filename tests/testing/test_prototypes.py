@@ -64,3 +64,34 @@ def test_bad_shapes_are_value_errors() -> None:
         PrototypeNet(spatial_dims=1)
     with pytest.raises(ValueError, match="one prototype per class"):
         PrototypeNet(prototypes=2, classes=3)
+
+
+def test_downsampling_stages_stride_and_widen_the_receptive_field() -> None:
+    spatial, position = (32, 32), (3, 5)
+    model = PrototypeNet(channels=(4, 4)).eval()
+    assert model.features(box_image(spatial)).shape[2:] == (8, 8)
+    field = model.receptive_field(position, spatial)
+    assert field == [(1, 27), (9, 32)]  # 26 pixels wide, 4 apart, clipped to the image
+    x = box_image(spatial)
+    inside = region_mask(spatial, field)
+    at = (slice(None), slice(None), *position)
+    features = model.features(x)[at]
+    torch.testing.assert_close(model.features(torch.where(inside, x, 5.0))[at], features)
+    assert not torch.allclose(model.features(torch.where(inside, 5.0, x))[at], features)
+
+
+def test_push_makes_each_prototype_a_patch_of_an_image_of_its_class() -> None:
+    model = PrototypeNet(prototypes=4, classes=2, channels=(4,))
+    x = torch.rand((6, 1, 16, 16), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    where = model.push(x, labels, batch=4)
+    assert model.training  # the mode is restored
+    model.eval()
+    for index, (image, spot) in enumerate(where):
+        own = labels == model.prototype_classes[index]
+        assert own[image]
+        distances = model.distances(x[own])[:, index].detach()
+        assert model.distances(x[image : image + 1])[(0, index, *spot)] < 1e-9
+        assert distances.min() < 1e-9
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\]"):
+        model.push(x[labels == 0], labels[labels == 0])
