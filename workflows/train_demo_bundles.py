@@ -333,6 +333,7 @@ def network_inputs(
 
 def perturb(
     inputs: torch.Tensor,
+    blurred: torch.Tensor | None,
     lesion: torch.Tensor,
     labels: torch.Tensor,
     share: float,
@@ -342,9 +343,11 @@ def perturb(
 
     Each image is perturbed with probability ``share``: a random coarse grid, upsampled
     and thresholded with soft edges, chooses from 5% to 95% of the image, which becomes the image's
-    mean or its blur (the explainers' baselines). A positive image whose nodules lose more than half
-    of their voxels this way is labelled negative. The network thus learns that a baseline-filled
-    region is no finding, and the explainers' masked images stay inside what it was trained on.
+    mean or its blur (the explainers' baselines; ``blurred`` holds the inputs' blur, computed once
+    per training set because it is the costly one, and may be None when ``share`` is 0). A positive
+    image whose nodules lose more than half of their voxels this way is labelled negative. The
+    network thus learns that a baseline-filled region is no finding, and the explainers' masked
+    images stay inside what it was trained on.
 
     Returns
     -------
@@ -362,7 +365,10 @@ def perturb(
     chosen = (torch.rand(count, generator=generator) < share).view(-1, *[1] * (inputs.ndim - 1))
     region = region * chosen
     kind = "mean" if float(torch.rand(1, generator=generator)) < 0.5 else "blur"
-    perturbed = remove(inputs, baseline_image(inputs, kind), region)
+    if not chosen.any():
+        return inputs, labels
+    baseline = baseline_image(inputs, "mean") if kind == "mean" else blurred
+    perturbed = remove(inputs, baseline, region)
     nodule = lesion.float().flatten(1)
     kept = ((1 - region.flatten(1)) * nodule).sum(1) / nodule.sum(1).clamp_min(1)
     labels = torch.where((labels == 1) & (nodule.sum(1) > 0) & (kept < 0.5), 0, labels)
@@ -400,14 +406,22 @@ def train_network(
         optimiser, max_lr=recipe.learning_rate, total_steps=steps, pct_start=0.15
     )
     layout = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+    share = recipe.perturbed_share
+    blurred = torch.cat([baseline_image(chunk, "blur") for chunk in x.split(32)]) if share > 0 else None
     network.to(memory_format=layout).train()
     for epoch in range(recipe.epochs):
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
         for start in range(0, len(x), recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
-            share = recipe.perturbed_share
-            inputs, labels = perturb(x[batch], data.lesion[batch], data.y[batch], share, generator)
+            inputs, labels = perturb(
+                x[batch],
+                None if blurred is None else blurred[batch],
+                data.lesion[batch],
+                data.y[batch],
+                share,
+                generator,
+            )
             flip = (torch.rand(len(batch), generator=generator) < 0.5).view(-1, *[1] * (x.ndim - 1))
             inputs = torch.where(flip, inputs.flip(2), inputs)
             lesion = torch.where(flip, data.lesion[batch].flip(2), data.lesion[batch])
