@@ -222,6 +222,7 @@ def run_bundle(
             "bundle": bundle.name,
             "class_name": bundle.class_names[LESION_CLASS],
             "accuracy": metadata.get("medmdm_training", {}).get("accuracy"),
+            "explain_options": bundle.explain_options,
             "network_shape": list(phantoms[0].prepared.network_input.shape[2:]),
             "source_shape": list(phantoms[0].case.image.shape),
             "cases": [p.seed for p in phantoms],
@@ -444,7 +445,7 @@ def bundle_section(results: Results) -> list[str]:
         f"phantoms (seeds {info['first_seed']} to {max(info['cases'])}, negatives skipped), "
         f"{lesions.count(1)} with one lesion and {lesions.count(2)} with two; the bundle calls {detected} "
         f"of them positive (probability > 0.5). Every map explains class {LESION_CLASS} "
-        f"({info['class_name']}).",
+        f"({info['class_name']}), with the bundle's options `{json.dumps(info.get('explain_options', {}))}`.",
         "",
         f"All {len(lesions)} cases (mean ± standard deviation over cases):",
         "",
@@ -490,8 +491,8 @@ def markdown_section(stored: Sequence[Results]) -> str:
         "`benchmarks/results/quality_2d.csv` and `quality_3d.csv`.",
         "",
         "Every method runs with its default options (seed 0) and the bundle's `explain_options` "
-        "(`configs/metadata.json`; both demo bundles ask for `baseline=blur`, which every method with a "
-        "baseline takes) on held-out positive phantoms, explaining "
+        "(`configs/metadata.json`, each bundle's below; every method that has the option takes it) on "
+        "held-out positive phantoms, explaining "
         "the lesion class. Localisation is scored on the study's own grid against the lesion mask, "
         "after the map is mapped back through the affines: energy-based pointing game (share of the "
         "map's mass in the lesions), pointing game (the map's peak within 15 voxels at 224 of a lesion, "
