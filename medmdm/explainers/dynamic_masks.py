@@ -25,8 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.networks.layers import GaussianFilter
 from torch import nn
 
+from medmdm.errors import OptionError
 from medmdm.explainers.base import Explainer, Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.mask_optimisation import MaskOptimiser, MaskProblem, Objective, Schedule
 from medmdm.explainers.masks import (
@@ -198,6 +200,9 @@ class DynamicMasks(MaskExplainer):
     guide_saturation : float
         Guide value from which a fine mask is free to reach 1; below it, fine masks are bounded
         by ``guide / guide_saturation``.
+    density_sigma : float
+        The module's map is weighted by its own Gaussian-smoothed copy (its local density) of this
+        standard deviation, in finest benchmark cells; 0 turns the weighting off.
     **options
         See :class:`MaskExplainer`.
     """
@@ -212,8 +217,12 @@ class DynamicMasks(MaskExplainer):
         auxiliary_sizes: Sequence[int] | None = None,
         guidance_weight: float = 0.02,
         guide_saturation: float = 0.5,
+        density_sigma: float = 0.5,
         **options: Any,
     ) -> None:
+        if not density_sigma >= 0:
+            raise OptionError(f"density_sigma must be >= 0, got {density_sigma}")
+        self.density_sigma = density_sigma
         self.guidance_weight = guidance_weight
         super().__init__(model, **options)
         self.benchmark_sizes = (
@@ -256,6 +265,14 @@ class DynamicMasks(MaskExplainer):
         refined = combine_scales(aux.masks, aux_sizes, exponent=2)
         # Fine masks clamp at 1 over whole plateaus; the guide orders voxels they keep equally.
         saliency = normalise(refined + _TIE_BREAK * guide, len(spatial))
+        if self.density_sigma > 0:
+            # Weighting by the map's local density keeps dense kept regions and damps the isolated
+            # voxels fine masks also keep: on 30 2D demo cases, energy 0.22 -> 0.31, pointing game
+            # 0.80 -> 0.90, deletion AUC 0.18 -> 0.14 (docs/benchmarks.md).
+            sigma = self.density_sigma * max(spatial) / max(bench_sizes)
+            density = GaussianFilter(len(spatial), sigma=sigma).to(saliency.device)
+            with torch.no_grad():
+                saliency = normalise(saliency * density(saliency), len(spatial))
         return saliency, bench.steps + aux.steps
 
     def _attribute(

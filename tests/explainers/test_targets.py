@@ -223,7 +223,8 @@ def test_a_given_region_picks_one_of_two_boxes() -> None:
     explainer = explainers.create("dm", ThresholdSegmenter(), **FAST)
     predicted = explainer(x, RegionTarget(1))
     assert explainer.last.target_description["voxels"] == [int(in_a.sum() + in_b.sum())]
-    assert min(mass_inside(predicted, in_a), mass_inside(predicted, in_b)) >= 0.3
+    # Both boxes carry a good share; the density weighting favours the one kept more densely.
+    assert min(mass_inside(predicted, in_a), mass_inside(predicted, in_b)) >= 0.25
     chosen = explainer(x, RegionTarget(1, region=in_a))
     assert peak_inside(chosen, in_a) and mass_inside(chosen, in_a) >= 0.8
 
