@@ -43,7 +43,6 @@ def baseline_image(
     torch.Tensor
         (B, C, *spatial) baseline, same dtype and device as ``x``.
     """
-    spatial_dims = x.ndim - 2
     if kind == "mean":
         return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).clone()
     if kind == "constant":
@@ -52,10 +51,18 @@ def baseline_image(
         sigma = blur_sigma if blur_sigma is not None else max(x.shape[2:]) / 20
         if sigma <= 0:
             raise OptionError(f"blur_sigma must be positive, got {sigma}")
-        blur = GaussianFilter(spatial_dims, sigma=float(sigma)).to(x.device)
-        with torch.no_grad():
-            return blur(x)
+        return gaussian_blur(x, sigma)
     raise OptionError(f"baseline must be one of {', '.join(BASELINES)}; got {kind!r}")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of each channel of ``x`` (B, C, *spatial), standard deviation ``sigma`` voxels.
+
+    No gradient flows through it.
+    """
+    blur = GaussianFilter(x.ndim - 2, sigma=float(sigma)).to(x.device)
+    with torch.no_grad():
+        return blur(x)
 
 
 def check_baseline(kind: str) -> str:
