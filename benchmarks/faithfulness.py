@@ -56,14 +56,7 @@ def evaluate(name: str, dims: int) -> dict[str, float]:
     for spatial, a, b in (c for c in TWO_REGION_CASES if len(c[0]) == dims):
         regions = [region_mask(spatial, a), region_mask(spatial, b)]
         rows.append(("two", EitherRegionModel(a, b), box_image(spatial, a, b), regions))
-    out: dict[str, list[float]] = {
-        "box": [],
-        "box_peak": [],
-        "two": [],
-        "two_peak": [],
-        "samples": [],
-        "s": [],
-    }
+    out: dict[str, list[float]] = {"box": [], "box_peak": [], "two": [], "two_peak": [], "samples": []}
     for kind, model, x, regions in rows:
         explainer = explainers.create(name, model)
         saliency = explainer(x)[0, 0]

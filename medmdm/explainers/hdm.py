@@ -7,10 +7,21 @@ Our design of ``METHOD.md`` section 5:
    (softly below that), cumulatively over levels.
 3. While the remaining image keeps at least ``stop_fraction`` of the class evidence, the next
    level runs a DM module on it, up to ``levels`` levels.
-4. Fusion: each level's map is weighted by the share of the evidence that keeping only that map
-   preserves on the original image (at least ``min_weight``), and the weighted maps are summed and
-   normalised. Weighting by what a region can carry, not by the score drop its removal causes,
-   keeps redundant evidence (two lesions, each enough alone) in the map.
+4. Fusion: each level's map is weighted by its Shapley value in the removal game over levels (the
+   share of the evidence lost when a set of levels' regions is removed from the original image; at
+   least ``min_weight``), and the weighted maps are summed and normalised. Two regions that are
+   each enough alone share the loss of removing both equally, so redundant evidence (two lesions)
+   stays in the map; a level whose region the decision does not need gets little weight.
+5. Verification: the fused map's largest connected regions (where its spread reaches
+   ``verify_threshold`` of its maximum) are removed one at a time from the original image, and
+   each region's saliency is weighted by the share of the evidence its removal loses. A preservation
+   mask can keep a region that holds evidence only against the baseline (textured tissue on a
+   blurred background reads as a lesion to some classifiers); removing that region from the
+   original loses little, so it falls below the regions the decision needs.
+6. Hole filling: fine masks keep scattered voxels of a lesion, so the map's grey-scale closing
+   (a max filter, then a min filter, ``2 * fill_width + 1`` voxels wide), where it reaches
+   ``verify_threshold`` of its maximum, is added to it. The gaps inside what was found then rank
+   above the rest of the image; a closing does not grow a region past its edges.
 
 References
 ----------
@@ -20,19 +31,25 @@ arXiv:2301.04970, 2023.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from medmdm.errors import OptionError
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.dynamic_masks import DynamicMasks
 from medmdm.explainers.mask_optimisation import MaskProblem
-from medmdm.explainers.masks import default_benchmark_sizes, normalise
+from medmdm.explainers.masks import normalise
 from medmdm.explainers.perturbation import keep, remove
 from medmdm.explainers.targets import BoundTarget
+
+# Shapley fusion scores every subset of levels: 2**levels - 1 forward passes per image.
+_MAX_LEVELS = 8
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
@@ -50,7 +67,16 @@ class HierarchicalDynamicMasks(DynamicMasks):
     removal_threshold : float
         Saliency at and above which a voxel is removed fully before the next level.
     min_weight : float
-        Least fusion weight of a level that ran.
+        Least fusion weight of a level that ran, and least verification weight of a region.
+    verify_threshold : float
+        Share of the fused map's maximum that outlines the regions verified by removal; 0 turns
+        verification off.
+    verify_regions : int
+        Most regions verified per image (those holding most of the map's mass); the rest of the
+        map gets ``min_weight``.
+    fill_width : int
+        Half-width in voxels of the closing that fills the gaps inside the map's regions (step 6
+        above); 0 turns hole filling off.
     **options
         See :class:`~medmdm.explainers.dynamic_masks.DynamicMasks`.
     """
@@ -65,11 +91,20 @@ class HierarchicalDynamicMasks(DynamicMasks):
         stop_fraction: float = 0.5,
         removal_threshold: float = 0.5,
         min_weight: float = 0.1,
+        verify_threshold: float = 0.2,
+        verify_regions: int = 8,
+        fill_width: int = 2,
         **options: Any,
     ) -> None:
         super().__init__(model, **options)
-        if not isinstance(levels, int) or levels < 1:
-            raise OptionError(f"levels must be a positive int, got {levels!r}")
+        if not isinstance(levels, int) or not 1 <= levels <= _MAX_LEVELS:
+            raise OptionError(f"levels must be an int from 1 to {_MAX_LEVELS}, got {levels!r}")
+        if not 0 <= verify_threshold < 1:
+            raise OptionError(f"verify_threshold must be in [0, 1), got {verify_threshold}")
+        if not isinstance(fill_width, int) or fill_width < 0:
+            raise OptionError(f"fill_width must be an int >= 0, got {fill_width!r}")
+        if not isinstance(verify_regions, int) or verify_regions < 1:
+            raise OptionError(f"verify_regions must be a positive int, got {verify_regions!r}")
         if not 0 < removal_threshold <= 1:
             raise OptionError(f"removal_threshold must be in (0, 1], got {removal_threshold}")
         if not 0 <= min_weight <= 1:
@@ -78,17 +113,19 @@ class HierarchicalDynamicMasks(DynamicMasks):
         self.stop_fraction = stop_fraction
         self.removal_threshold = removal_threshold
         self.min_weight = min_weight
+        self.verify_threshold = verify_threshold
+        self.verify_regions = verify_regions
+        self.fill_width = fill_width
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
         batch, dims = x.shape[0], x.ndim - 2
-        fused = torch.zeros_like(x[:, :1])
         removed = torch.zeros_like(x[:, :1])
         score_current = score_original.clone()
         running = torch.ones(batch, dtype=torch.bool)
-        records = []
+        found_levels = []
         for level in range(1, self.levels + 1):
             index = running.nonzero()[:, 0].to(x.device)
             if index.numel() == 0:
@@ -102,35 +139,100 @@ class HierarchicalDynamicMasks(DynamicMasks):
             )
             saliency, steps = self._dm_module(self._optimiser(sub, scorer), level)
             masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target)
-            weight = problem.retention(masked, index).clamp(self.min_weight, 1)
-            fused[index] += weight.view(-1, *[1] * (dims + 1)) * saliency
-            region = (self._found_region(saliency) / self.removal_threshold).clamp(max=1)
-            removed[index] = torch.maximum(removed[index], region)
+            region = torch.zeros_like(removed)
+            region[index] = (self._found_region(saliency) / self.removal_threshold).clamp(max=1)
+            removed = torch.maximum(removed, region)
             remaining = scorer.scores(remove(x[index], sub.baseline, removed[index]), sub.target)
-            records.append(
-                self._record(batch, index, saliency, weight, sub.score_original, masked, remaining, steps)
-            )
+            found_levels.append((index, saliency, region, sub.score_original, masked, remaining, steps))
             score_current[index] = remaining
             # An empty map removes nothing: a further level would see the same image again.
             found = saliency.flatten(1).amax(1) > 0
             keeps_enough = problem.retention(remaining, index) >= self.stop_fraction
             running[index.cpu()] = (keeps_enough & found).cpu()
+
+        regions = [region for _, _, region, *_ in found_levels]
+        shapley = _shapley_values(self._removal_losses(problem, scorer, regions))
+        fused = torch.zeros_like(removed)
+        records = []
+        for level, (index, saliency, _, score_input, masked, remaining, steps) in enumerate(found_levels):
+            weight = shapley[index, level].clamp(self.min_weight, 1)
+            fused[index] += weight.view(-1, *[1] * (dims + 1)) * saliency
+            records.append(
+                self._record(batch, index, saliency, weight, score_input, masked, remaining, steps)
+            )
         saliency = normalise(fused, dims)
+        if self.verify_threshold > 0:
+            saliency = self._verified(problem, scorer, saliency)
+        if self.fill_width > 0:
+            saliency = normalise(saliency + self._closed_regions(saliency), dims)
         return self._explanation(
             problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records
         )
+
+    def _removal_losses(
+        self, problem: MaskProblem, scorer: ModelScorer, regions: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """(2**L, B) share of the evidence lost when the union of a subset of the L levels' regions
+        (subset ``s`` holds level ``l`` when bit ``l`` of ``s`` is set) is removed from the original."""
+        batch, count = problem.x.shape[0], len(regions)
+        subsets = 2**count - 1
+        unions = torch.cat(
+            [
+                torch.stack([regions[i] for i in range(count) if s >> i & 1]).amax(0)
+                for s in range(1, subsets + 1)
+            ]
+        )
+        owner = torch.arange(batch, device=problem.x.device).repeat(subsets)
+        removed = remove(problem.x[owner], problem.baseline[owner], unions)
+        scores = scorer.scores(removed, problem.target[owner])
+        lost = 1 - problem.retention(scores, owner).view(subsets, batch)
+        return torch.cat([torch.zeros_like(lost[:1]), lost])
+
+    def _verified(self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor) -> torch.Tensor:
+        """``saliency`` with each of its largest regions weighted by the share of the evidence that
+        removing the region from the original image loses (at least ``min_weight``, which the rest
+        of the map gets)."""
+        dims = saliency.ndim - 2
+        spread = self._found_region(saliency)
+        removal = (spread / self.removal_threshold).clamp(max=1)
+        blobs, owners = [], []
+        for i in range(saliency.shape[0]):
+            outline = (spread[i, 0] >= self.verify_threshold * spread[i, 0].max()).cpu().numpy()
+            labels, count = ndimage.label(outline, structure=np.ones((3,) * dims, dtype=bool))
+            if count == 0:
+                continue
+            labels = torch.from_numpy(labels).to(saliency.device)
+            mass = torch.zeros(count + 1, dtype=saliency.dtype, device=saliency.device)
+            mass.index_add_(0, labels.flatten(), saliency[i, 0].flatten())
+            for label in mass[1:].argsort(descending=True)[: self.verify_regions] + 1:
+                blobs.append(labels == label)
+                owners.append(i)
+        weights = torch.full_like(saliency, self.min_weight)
+        if not blobs:
+            return saliency
+        owner = torch.tensor(owners, device=saliency.device)
+        blob = torch.stack(blobs)[:, None].to(saliency.dtype)
+        scores = scorer.scores(
+            remove(problem.x[owner], problem.baseline[owner], removal[owner] * blob), problem.target[owner]
+        )
+        lost = (1 - problem.retention(scores, owner)).clamp(self.min_weight, 1)
+        for i, inside, value in zip(owners, blobs, lost, strict=True):
+            weights[i, 0][inside] = value
+        return normalise(saliency * weights, dims)
+
+    def _closed_regions(self, saliency: torch.Tensor) -> torch.Tensor:
+        """The map's grey-scale closing where it reaches ``verify_threshold`` of its maximum: the
+        gaps inside found regions filled, the low background (whose closing would raise all of
+        it to its local maxima) left out."""
+        closed = -_max_filter(-_max_filter(saliency, self.fill_width), self.fill_width)
+        peak = closed.flatten(1).amax(1).view(-1, *[1] * (saliency.ndim - 1))
+        return torch.where(closed >= self.verify_threshold * peak, closed, 0.0)
 
     def _found_region(self, saliency: torch.Tensor) -> torch.Tensor:
         """The saliency spread to each voxel's neighbourhood (a max filter half a finest coarse cell
         wide): fine masks keep scattered voxels of what they found, and removing only those would
         leave the rest of it for the next level."""
-        spatial = saliency.shape[2:]
-        finest = max(self.benchmark_sizes or default_benchmark_sizes(spatial))
-        width = max(spatial) // (2 * finest)
-        if width < 1:
-            return saliency
-        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(spatial) - 1]
-        return pool(saliency, 2 * width + 1, stride=1, padding=width)
+        return _max_filter(saliency, int(self._finest_cell(saliency.shape[2:]) // 2))
 
     @staticmethod
     def _record(
@@ -161,3 +263,26 @@ class HierarchicalDynamicMasks(DynamicMasks):
             score_remaining=spread(remaining, float("nan")),
             steps=spread(steps, 0),
         )
+
+
+def _shapley_values(value: torch.Tensor) -> torch.Tensor:
+    """(B, L) Shapley values of the L players of a game given as (2**L, B) coalition values
+    (coalition ``s`` holds player ``l`` when bit ``l`` of ``s`` is set; ``value[0]`` is the empty one)."""
+    count = (value.shape[0] - 1).bit_length()
+    shapley = torch.zeros(value.shape[1], count, dtype=value.dtype, device=value.device)
+    for player in range(count):
+        for coalition in range(2**count):
+            if coalition >> player & 1:
+                continue
+            size = bin(coalition).count("1")
+            share = math.factorial(size) * math.factorial(count - size - 1) / math.factorial(count)
+            shapley[:, player] += share * (value[coalition | 1 << player] - value[coalition])
+    return shapley
+
+
+def _max_filter(maps: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, 1, *spatial) maps through a max filter ``2 * width + 1`` voxels wide (unchanged at 0)."""
+    if width < 1:
+        return maps
+    pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[maps.ndim - 3]
+    return pool(maps, 2 * width + 1, stride=1, padding=width)

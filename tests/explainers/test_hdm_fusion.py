@@ -1,0 +1,83 @@
+"""HDM's fusion of its levels and the verification of the fused map's regions."""
+
+from __future__ import annotations
+
+import torch
+
+from medmdm import explainers
+from medmdm.explainers.base import ModelScorer
+from medmdm.explainers.hdm import _shapley_values
+from medmdm.explainers.targets import as_target
+from medmdm.testing import BoxModel, box_image, region_mask
+from tests.conftest import Case, box_case, mass_inside, two_region_case
+
+
+def test_shapley_values_split_redundant_evidence_equally() -> None:
+    # Coalitions 0, {0}, {1}, {0, 1}: removing either region alone loses nothing, both everything.
+    either = torch.tensor([[0.0], [0.0], [0.0], [1.0]])
+    assert torch.allclose(_shapley_values(either), torch.tensor([[0.5, 0.5]]))
+
+
+def test_shapley_values_of_additive_and_idle_players() -> None:
+    # Three players: 0 brings 0.6, 1 brings 0.4, 2 brings nothing, whatever the others.
+    worth = torch.tensor([0.6, 0.4, 0.0])
+    value = torch.tensor([[sum(worth[p] for p in range(3) if s >> p & 1)] for s in range(8)])
+    assert torch.allclose(_shapley_values(value), worth[None], atol=1e-6)
+
+
+def _verified(case, saliency: torch.Tensor, **options) -> torch.Tensor:
+    explainer = explainers.create("hdm", case.model, **options)
+    scorer = ModelScorer(case.model, "logit")
+    target = as_target(1).bind(scorer.all_outputs(case.x), 1, "logit")
+    problem = explainer._problem(case.x, target, scorer, target.scores(scorer.all_outputs(case.x)))
+    return explainer._verified(problem, scorer, saliency)
+
+
+def test_verification_lowers_a_region_the_decision_does_not_need() -> None:
+    box = ((20, 36), (20, 36))
+    case = Case(BoxModel(box), box_image((96, 96), box), [region_mask((96, 96), box)])
+    decoy = torch.zeros_like(case.regions[0])
+    decoy[70:80, 70:80] = True
+    saliency = (case.regions[0] | decoy).float()[None, None]
+    verified = _verified(case, saliency)[0, 0]
+    assert verified[case.regions[0]].min() == 1
+    assert verified[decoy].max() <= 0.1 + 1e-6
+
+
+def test_verification_keeps_regions_that_are_each_enough_alike() -> None:
+    case = two_region_case(2)
+    saliency = (case.regions[0] | case.regions[1]).float()[None, None]
+    verified = _verified(case, saliency)[0, 0]
+    assert verified[case.regions[0]].min() == verified[case.regions[1]].min() == 1
+
+
+def test_hdm_without_verification_and_hole_filling_is_the_fused_levels(dims: int) -> None:
+    case = box_case(dims)
+    explainer = explainers.create("hdm", case.model, verify_threshold=0.0, fill_width=0)
+    saliency = explainer(case.x)
+    level = explainer.last.levels[0]
+    assert [bool(record.ran[0]) for record in explainer.last.levels] == [True]
+    assert torch.allclose(saliency, level.map / level.map.max())
+
+
+def test_hole_filling_ranks_gaps_inside_a_found_region_above_the_background() -> None:
+    box = ((20, 36), (20, 36))
+    case = Case(BoxModel(box), box_image((96, 96), box), [region_mask((96, 96), box)])
+    explainer = explainers.create("hdm", case.model)
+    # A map that keeps every other voxel of the box, as fine masks do, and one far voxel.
+    scattered = torch.zeros(1, 1, 96, 96)
+    scattered[0, 0, 20:36:2, 20:36:2] = 1.0
+    scattered[0, 0, 80, 80] = 1.0
+    closed = explainer._closed_regions(scattered)
+    inside = torch.zeros_like(case.regions[0])
+    inside[20:35, 20:35] = True
+    inside[20:35:2, 20:35:2] = False  # the gaps between the kept voxels
+    assert closed[0, 0][inside].min() == 1.0
+    assert closed[0, 0, 70:90, 70:90].sum() == 1.0  # an isolated voxel is not grown
+    assert closed[0, 0][~case.regions[0]].sum() <= 1.0 + 1e-6  # nothing past the box's edges
+
+
+def test_default_hdm_keeps_the_box_model_map_in_the_box(dims: int) -> None:
+    case = box_case(dims)
+    saliency = explainers.create("hdm", case.model)(case.x)
+    assert mass_inside(saliency, case.regions[0]) >= 0.8
