@@ -29,6 +29,7 @@ from scipy import ndimage
 from torch import nn
 
 from medmdm import metrics
+from medmdm.explainers.masks import connected_regions
 from medmdm.explainers.perturbation import BaselineKind
 from medmdm.metrics import PERCENTILES
 
@@ -68,9 +69,7 @@ def lesion_labels(mask: torch.Tensor) -> tuple[np.ndarray, int]:
     n : int
         Number of lesions.
     """
-    array = mask.detach().cpu().numpy() != 0
-    labels, count = ndimage.label(array, structure=np.ones((3,) * array.ndim, dtype=bool))
-    return labels.astype(np.int32), int(count)
+    return connected_regions(mask)
 
 
 def localisation_scores(saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -34,17 +34,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
 from medmdm.errors import OptionError
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.dynamic_masks import DynamicMasks
 from medmdm.explainers.mask_optimisation import MaskProblem
-from medmdm.explainers.masks import normalise
+from medmdm.explainers.masks import connected_regions, normalise
 from medmdm.explainers.perturbation import keep, remove
 from medmdm.explainers.targets import BoundTarget
 
@@ -140,7 +138,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
             saliency, steps = self._dm_module(self._optimiser(sub, scorer), level)
             masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target)
             region = torch.zeros_like(removed)
-            region[index] = (self._found_region(saliency) / self.removal_threshold).clamp(max=1)
+            region[index] = self._removal_region(self._found_region(saliency))
             removed = torch.maximum(removed, region)
             remaining = scorer.scores(remove(x[index], sub.baseline, removed[index]), sub.target)
             found_levels.append((index, saliency, region, sub.score_original, masked, remaining, steps))
@@ -194,11 +192,9 @@ class HierarchicalDynamicMasks(DynamicMasks):
         of the map gets)."""
         dims = saliency.ndim - 2
         spread = self._found_region(saliency)
-        removal = (spread / self.removal_threshold).clamp(max=1)
         blobs, owners = [], []
         for i in range(saliency.shape[0]):
-            outline = (spread[i, 0] >= self.verify_threshold * spread[i, 0].max()).cpu().numpy()
-            labels, count = ndimage.label(outline, structure=np.ones((3,) * dims, dtype=bool))
+            labels, count = connected_regions(spread[i, 0] >= self.verify_threshold * spread[i, 0].max())
             if count == 0:
                 continue
             labels = torch.from_numpy(labels).to(saliency.device)
@@ -207,15 +203,15 @@ class HierarchicalDynamicMasks(DynamicMasks):
             for label in mass[1:].argsort(descending=True)[: self.verify_regions] + 1:
                 blobs.append(labels == label)
                 owners.append(i)
-        weights = torch.full_like(saliency, self.min_weight)
         if not blobs:
             return saliency
         owner = torch.tensor(owners, device=saliency.device)
         blob = torch.stack(blobs)[:, None].to(saliency.dtype)
-        scores = scorer.scores(
-            remove(problem.x[owner], problem.baseline[owner], removal[owner] * blob), problem.target[owner]
-        )
+        removal = self._removal_region(spread)[owner] * blob
+        removed = remove(problem.x[owner], problem.baseline[owner], removal)
+        scores = scorer.scores(removed, problem.target[owner])
         lost = (1 - problem.retention(scores, owner)).clamp(self.min_weight, 1)
+        weights = torch.full_like(saliency, self.min_weight)
         for i, inside, value in zip(owners, blobs, lost, strict=True):
             weights[i, 0][inside] = value
         return normalise(saliency * weights, dims)
@@ -227,6 +223,12 @@ class HierarchicalDynamicMasks(DynamicMasks):
         closed = -_max_filter(-_max_filter(saliency, self.fill_width), self.fill_width)
         peak = closed.flatten(1).amax(1).view(-1, *[1] * (saliency.ndim - 1))
         return torch.where(closed >= self.verify_threshold * peak, closed, 0.0)
+
+    def _removal_region(self, spread: torch.Tensor) -> torch.Tensor:
+        """How much of each voxel removing what a map found replaces, from the map's spread
+        (:meth:`_found_region`): all of it where the spread reaches ``removal_threshold``,
+        proportionally below."""
+        return (spread / self.removal_threshold).clamp(max=1)
 
     def _found_region(self, saliency: torch.Tensor) -> torch.Tensor:
         """The saliency spread to each voxel's neighbourhood (a max filter half a finest coarse cell

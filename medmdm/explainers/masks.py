@@ -1,11 +1,14 @@
-"""Mask grids: sizes derived from the input, upsampling to the input, normalisation."""
+"""Mask grids: sizes derived from the input, upsampling to the input, normalisation; connected
+regions of a map."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from medmdm.errors import OptionError
 
@@ -94,3 +97,18 @@ def combine_scales(masks: torch.Tensor, sizes: Sequence[int], exponent: float) -
     weights = torch.tensor([float(k) ** exponent for k in sizes], device=masks.device)
     weights = (weights / weights.sum()).view(1, -1, *[1] * dims)
     return normalise((normalise(masks, dims) * weights).sum(1, keepdim=True), dims)
+
+
+def connected_regions(mask: torch.Tensor) -> tuple[np.ndarray, int]:
+    """Connected components of a ``(*spatial)`` mask (corners connect), and how many there are.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        int32, 0 outside the regions and 1 ... n inside.
+    n : int
+        Number of regions.
+    """
+    array = mask.detach().cpu().numpy() != 0
+    labels, count = ndimage.label(array, structure=np.ones((3,) * array.ndim, dtype=bool))
+    return labels.astype(np.int32), int(count)
