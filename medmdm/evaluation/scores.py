@@ -60,15 +60,8 @@ DIRECTION: Mapping[str, metrics.Direction] = MappingProxyType({name: _direction(
 
 
 def lesion_labels(mask: torch.Tensor) -> tuple[np.ndarray, int]:
-    """Connected components of a ``(*spatial)`` mask (corners connect), and how many there are.
-
-    Returns
-    -------
-    labels : numpy.ndarray
-        int32, 0 outside the lesions and 1 ... n inside.
-    n : int
-        Number of lesions.
-    """
+    """The lesions of a ``(*spatial)`` mask, numbered 1 ... n (int32), and n: its connected
+    components, corners connecting (:func:`medmdm.explainers.masks.connected_regions`)."""
     return connected_regions(mask)
 
 
