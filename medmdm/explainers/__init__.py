@@ -1,5 +1,8 @@
 """Explainers behind one contract: ``create(name, model, **options)(x, target) -> map``.
 
+Each method's options are a typed, frozen object (``explainer.options``, an instance of its
+``Options`` class; see :mod:`medmdm.explainers.options`).
+
 Examples
 --------
 >>> from medmdm import explainers
@@ -11,6 +14,8 @@ Examples
 (2, 1, 32, 32)
 >>> bool(saliency[0, 0, 8:16, 8:16].sum() > 0.8 * saliency[0].sum())
 True
+>>> explainer.options.steps, explainer.options.levels
+(30, 3)
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from medmdm.explainers.base import (
     available,
     create,
     describe,
+    make_options,
+    options_class,
     register,
 )
 from medmdm.explainers.dynamic_masks import DynamicMasks
@@ -32,6 +39,7 @@ from medmdm.explainers.gradients import IntegratedGradients, Saliency
 from medmdm.explainers.hdm import HierarchicalDynamicMasks
 from medmdm.explainers.mdm import MDMReference, MultipleDynamicMasks
 from medmdm.explainers.occlusion import Occlusion
+from medmdm.explainers.options import ExplainerOptions, OptionDescription, option
 from medmdm.explainers.rise import RISE
 from medmdm.explainers.targets import (
     BoundTarget,
@@ -67,6 +75,7 @@ __all__ = [
     "ClassTarget",
     "DynamicMasks",
     "Explainer",
+    "ExplainerOptions",
     "Explanation",
     "GradCAM",
     "GradCAMpp",
@@ -76,6 +85,7 @@ __all__ = [
     "MDMReference",
     "MultipleDynamicMasks",
     "Occlusion",
+    "OptionDescription",
     "ProgressEvent",
     "PrototypeTarget",
     "RegionTarget",
@@ -86,5 +96,8 @@ __all__ = [
     "available",
     "create",
     "describe",
+    "make_options",
+    "option",
+    "options_class",
     "register",
 ]

@@ -2,20 +2,21 @@
 
 Every explainer is called the same way::
 
-    explainer = medmdm.explainers.create("hdm", model)
+    explainer = medmdm.explainers.create("hdm", model, steps=30)
     saliency = explainer(x, target=None)        # (B, 1, *spatial), values in [0, 1]
     details = explainer.last                     # Explanation of that call
+    options = explainer.options                  # frozen HierarchicalDynamicMasks.Options, steps 30
 
 The base class does the shared work: input checks, target resolution, freezing the model and
 restoring it afterwards, moving to the compute device and back, timing, and bookkeeping.
-A method implements :meth:`Explainer._attribute` only. What is explained, ``target``, is any form
-:func:`~medmdm.explainers.targets.as_target` accepts: a class, a prototype, a segmentation
-region or a function of the model output; every score goes through the bound target.
+A method declares its ``Options`` (see :mod:`medmdm.explainers.options`) and implements
+:meth:`Explainer._attribute`, which reads ``self.options``. What is explained, ``target``, is
+any form :func:`~medmdm.explainers.targets.as_target` accepts: a class, a prototype, a
+segmentation region or a function of the model output; every score goes through the bound target.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from medmdm.errors import InputError, ModelError, OptionError
+from medmdm.explainers.options import ExplainerOptions
 from medmdm.explainers.targets import (
     BoundTarget,
     ClassTarget,
@@ -133,7 +135,7 @@ class Explanation:
     method : str
         Registry name of the explainer.
     options : dict
-        Every option of the explainer, as used.
+        Every option of the explainer, as used (:meth:`ExplainerOptions.to_dict`, JSON-ready).
     warnings : list of str
         What makes this explanation less trustworthy (also issued as Python warnings).
     target_description : dict
@@ -165,7 +167,7 @@ class Explanation:
 
         return {
             "method": self.method,
-            "options": {k: v for k, v in self.options.items() if _is_plain(v)},
+            "options": dict(self.options),
             "target": values(self.target),
             "target_description": dict(self.target_description),
             "score_original": values(self.score_original),
@@ -188,14 +190,6 @@ class Explanation:
             "seconds": self.seconds,
             "warnings": list(self.warnings),
         }
-
-
-def _is_plain(value: Any) -> bool:
-    if value is None or isinstance(value, bool | int | float | str):
-        return True
-    if isinstance(value, list | tuple):
-        return all(_is_plain(v) for v in value)
-    return False
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:
@@ -392,12 +386,12 @@ def check_input(x: Any, name: str = "x") -> torch.Tensor:
     return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
 
 
-_REGISTRY: dict[str, Callable[..., Explainer]] = {}
+_REGISTRY: dict[str, type[Explainer]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 
 
-def register(name: str, factory: Callable[..., Explainer], description: str) -> None:
-    """Add an explainer factory to the registry under ``name``."""
+def register(name: str, factory: type[Explainer], description: str) -> None:
+    """Add an explainer class to the registry under ``name``."""
     if name in _REGISTRY:
         raise OptionError(f"an explainer named {name!r} is already registered")
     _REGISTRY[name] = factory
@@ -420,7 +414,38 @@ def _check_name(name: str) -> None:
         raise OptionError(f"unknown explainer {name!r}; available: {', '.join(available())}")
 
 
-def create(name: str, model: nn.Module, **options: Any) -> Explainer:
+def options_class(name: str) -> type[ExplainerOptions]:
+    """The options class of the explainer registered as ``name``.
+
+    Raises
+    ------
+    OptionError
+        If the name is unknown.
+    """
+    _check_name(name)
+    return _REGISTRY[name].Options
+
+
+def make_options(name: str, values: Mapping[str, Any]) -> ExplainerOptions:
+    """The options of the explainer registered as ``name`` from a mapping of option names to values.
+
+    Raises
+    ------
+    OptionError
+        If the name is unknown, or an option is unknown or invalid.
+    """
+    return options_class(name).from_mapping(values)
+
+
+def create(
+    name: str,
+    model: nn.Module,
+    options: ExplainerOptions | Mapping[str, Any] | None = None,
+    *,
+    device: str | torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    **overrides: Any,
+) -> Explainer:
     """Create the explainer registered as ``name`` for ``model``.
 
     Parameters
@@ -429,8 +454,12 @@ def create(name: str, model: nn.Module, **options: Any) -> Explainer:
         One of :func:`available`.
     model : nn.Module
         Classifier returning logits (B, classes).
-    **options
-        Options of that explainer (see its class).
+    options : ExplainerOptions or mapping, optional
+        The explainer's options (:func:`options_class`), or a mapping of option names to values.
+    device, progress
+        Runtime arguments of :class:`Explainer`.
+    **overrides
+        Options by name, over ``options``.
 
     Raises
     ------
@@ -440,45 +469,17 @@ def create(name: str, model: nn.Module, **options: Any) -> Explainer:
     _check_name(name)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    factory = _REGISTRY[name]
-    accepted = option_names(factory)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise OptionError(
-            f"unknown option(s) {', '.join(unknown)} for {name!r}; valid options: {', '.join(accepted)}"
-        )
-    return factory(model, **options)
+    return _REGISTRY[name](model, options, device=device, progress=progress, **overrides)
 
 
-def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``options`` that the explainer registered as ``name`` takes.
+def accepted_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that are options of the explainer registered as ``name``.
 
     Options meant for several methods (a bundle's ``baseline``, a run's ``steps``) are applied this
     way to the methods that have them, and left out for the others.
     """
-    _check_name(name)
-    accepted = set(option_names(_REGISTRY[name]))
-    return {key: value for key, value in options.items() if key in accepted}
-
-
-def option_names(factory: Callable[..., Any]) -> list[str]:
-    """Keyword options a factory accepts, following ``**options`` up the class hierarchy."""
-    owners = (
-        [cls.__init__ for cls in factory.__mro__ if "__init__" in vars(cls)]
-        if isinstance(factory, type)
-        else [factory]
-    )
-    names: list[str] = []
-    for function in owners:
-        parameters = inspect.signature(function).parameters.values()
-        names += [
-            p.name
-            for p in parameters
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "model", *names)
-        ]
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            break
-    return names
+    names = options_class(name).names()
+    return {key: value for key, value in values.items() if key in names}
 
 
 class Explainer(ABC):
@@ -489,57 +490,67 @@ class Explainer(ABC):
     model : nn.Module
         The model; left as found after every call. Its output is read by the target: logits
         (B, classes) for a class target (see :mod:`medmdm.explainers.targets` for the others).
-    score : {"logit", "probability"}
-        Which score of a class (or of a region's channel) the method works with, where the
-        target does not say.
+    options : ExplainerOptions or mapping, optional
+        The method's options: an instance of its ``Options`` class, or a mapping of option names
+        to values; None takes the defaults.
     device : str or torch.device, optional
         Where to compute; by default the model's device. The map is returned on ``x``'s device.
-    seed : int
-        Seed of the method's random choices; the same seed gives the same map on CPU.
-    mixed_precision : bool, optional
-        True: bf16 autocast (on any device). False: full float32. None chooses: on CUDA, bf16 for
-        2D and TF32 for 3D (measured faster there); on CPU, float32.
-    max_batch : int, optional
-        Most samples passed through the model at once (bounds memory); None means no bound.
     progress : callable, optional
         Called with a :class:`ProgressEvent` during optimisation.
+    **overrides
+        Options by name, over ``options``.
 
     Attributes
     ----------
+    Options : type
+        The method's frozen options class; the base :class:`ExplainerOptions` holds those every
+        method has (``score``, ``seed``, ``mixed_precision``, ``max_batch``).
+    options : ExplainerOptions
+        This explainer's options, an instance of ``Options``.
+    name : str
+        Registry name of the method, ``Options.method``.
     target_types : tuple of type
         The target kinds the method explains; any other is an :class:`InputError`.
+
+    Raises
+    ------
+    OptionError
+        An unknown option (naming the closest valid one) or an invalid value.
     """
 
+    Options: ClassVar[type[ExplainerOptions]] = ExplainerOptions
     name: ClassVar[str] = ""
     target_types: ClassVar[tuple[type[Target], ...]] = (Target,)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.Options.method
 
     def __init__(
         self,
         model: nn.Module,
+        options: ExplainerOptions | Mapping[str, Any] | None = None,
         *,
-        score: ScoreKind = "logit",
         device: str | torch.device | None = None,
-        seed: int = 0,
-        mixed_precision: bool | None = None,
-        max_batch: int | None = None,
         progress: ProgressCallback | None = None,
+        **overrides: Any,
     ) -> None:
-        if score not in ("logit", "probability"):
-            raise OptionError(f"score must be 'logit' or 'probability', got {score!r}")
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise OptionError(f"max_batch must be a positive int or None, got {max_batch!r}")
         self.model = model
-        self.score = score
+        self.options = self._options_from(options, overrides)
         self.device = torch.device(device) if device is not None else None
-        self.seed = int(seed)
-        self.mixed_precision = mixed_precision
-        self.max_batch = max_batch
         self.progress = progress
         self.last: Explanation | None = None
 
-    def options(self) -> dict[str, Any]:
-        """Every option of this explainer, by name."""
-        return {name: getattr(self, name) for name in option_names(type(self))}
+    @classmethod
+    def _options_from(
+        cls, options: ExplainerOptions | Mapping[str, Any] | None, overrides: Mapping[str, Any]
+    ) -> ExplainerOptions:
+        if options is None or isinstance(options, Mapping):
+            return cls.Options.from_mapping({**(options or {}), **overrides})
+        if type(options) is not cls.Options:
+            given = type(options).__qualname__
+            raise OptionError(f"{cls.name} takes {cls.__name__}.Options or a mapping as options, got {given}")
+        return options.replace(**overrides)
 
     def __call__(self, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
         """Saliency of ``x`` for ``target``: (B, 1, *spatial) in [0, 1], on ``x``'s device.
@@ -562,7 +573,7 @@ class Explainer(ABC):
             raise InputError(f"{self.name} explains {kinds} targets only; got a {wanted.kind} target")
         device = self.device or model_device(self.model) or x.device
         with frozen(self.model, device), self._precision(device, x.ndim - 2) as autocast_dtype:
-            scorer = ModelScorer(self.model, self.score, autocast_dtype, self.max_batch)
+            scorer = ModelScorer(self.model, self.options.score, autocast_dtype, self.options.max_batch)
             inputs = x.detach().to(device=device, dtype=torch.float32)
             try:
                 outputs = scorer.all_outputs(inputs)
@@ -570,12 +581,12 @@ class Explainer(ABC):
                 raise
             except Exception as error:
                 raise ModelError(f"the model failed on the input: {error}") from error
-            bound = wanted.bind(outputs, x.shape[0], self.score)
+            bound = wanted.bind(outputs, x.shape[0], self.options.score)
             explanation = self._attribute(inputs, bound, scorer, bound.scores(outputs))
         explanation.map = explanation.map.clamp(0, 1).to(x.device)
         explanation.target_description = bound.description()
         explanation.method = self.name
-        explanation.options = self.options()
+        explanation.options = self.options.to_dict()
         explanation.samples = scorer.samples
         explanation.seconds = time.perf_counter() - start
         self.last = explanation
@@ -586,8 +597,9 @@ class Explainer(ABC):
     @contextmanager
     def _precision(self, device: torch.device, spatial_dims: int) -> Iterator[torch.dtype | None]:
         cuda = device.type == "cuda"
-        use_bf16 = self.mixed_precision or (self.mixed_precision is None and cuda and spatial_dims == 2)
-        with tf32_enabled(cuda and self.mixed_precision is not False):
+        mixed = self.options.mixed_precision
+        use_bf16 = mixed or (mixed is None and cuda and spatial_dims == 2)
+        with tf32_enabled(cuda and mixed is not False):
             yield torch.bfloat16 if use_bf16 else None
 
     @abstractmethod

@@ -30,8 +30,9 @@ Convolutional Networks", WACV 2018, arXiv:1710.11063.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import monai.visualize
@@ -42,6 +43,7 @@ from medmdm.errors import ModelError, OptionError
 from medmdm.explainers.base import Explainer, Explanation, ModelScorer
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.one_shot import single_level_explanation
+from medmdm.explainers.options import ExplainerOptions, option
 from medmdm.explainers.targets import BoundTarget, ClassTarget, class_logits
 
 
@@ -117,18 +119,9 @@ class GradCAM(Explainer):
     over channels, ReLU, upsampled (bi/trilinear) to the input and normalised per image. The
     logit is differentiated whatever ``score`` is (``score`` sets the recorded scores). Cost: one
     forward and backward pass per image (plus 3 scoring samples). The map's resolution is the
-    layer's; a layer deep in the network gives a coarse map. Explains class targets only.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes), or a mapping with ``"logits"``.
-    target_layer : str, optional
-        Name of the layer to explain (as in ``model.named_modules()``); default the last
-        ``Conv2d``/``Conv3d`` module. Recorded as the name used.
-    **common
-        ``score``, ``device``, ``seed``, ``mixed_precision``, ``max_batch``, ``progress``
-        (see :class:`~medmdm.explainers.base.Explainer`).
+    layer's; a layer deep in the network gives a coarse map. Explains class targets only. The
+    model may also return a mapping with ``"logits"``. ``options.target_layer`` holds the name of
+    the layer used, also when it was chosen.
 
     Raises
     ------
@@ -138,30 +131,39 @@ class GradCAM(Explainer):
         If ``target_layer`` is None and the model has no convolution.
     """
 
-    name = "gradcam"
+    @dataclass(frozen=True)
+    class Options(ExplainerOptions):
+        """Options of ``gradcam``."""
+
+        method = "gradcam"
+
+        target_layer: str | None = option(
+            None, "name of the layer to explain, as in model.named_modules(); None: the last Conv2d/Conv3d"
+        )
+
     target_types = (ClassTarget,)
     _cam: ClassVar[type] = monai.visualize.GradCAM
     _images_per_call: ClassVar[int | None] = None
 
-    def __init__(self, model: nn.Module, *, target_layer: str | None = None, **common: Any) -> None:
-        super().__init__(model, **common)
-        if target_layer is None:
-            target_layer = last_conv_layer(model)
-        elif not isinstance(target_layer, str):
-            raise OptionError(f"target_layer must be a layer name or None, got {target_layer!r}")
-        elif target_layer not in dict(model.named_modules()) or not target_layer:
+    def __init__(
+        self, model: nn.Module, options: ExplainerOptions | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(model, options, **kwargs)
+        layer = self.options.target_layer
+        if layer is None:
+            self.options = self.options.replace(target_layer=last_conv_layer(model))
+        elif layer not in dict(model.named_modules()) or not layer:
             raise OptionError(
-                f"target_layer {target_layer!r} is not a layer of {type(model).__name__}; "
-                "see model.named_modules()"
+                f"target_layer {layer!r} is not a layer of {type(model).__name__}; see model.named_modules()"
             )
-        self.target_layer = target_layer
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
-        layer = dict(self.model.named_modules())[self.target_layer]
+        target_layer = self.options.target_layer
+        layer = dict(self.model.named_modules())[target_layer]
         maps = torch.zeros_like(x[:, :1])
-        chunk = self._images_per_call or self.max_batch or x.shape[0]
+        chunk = self._images_per_call or self.options.max_batch or x.shape[0]
         autocast = (
             torch.autocast(device_type=x.device.type, dtype=scorer.autocast_dtype)
             if scorer.autocast_dtype is not None
@@ -175,7 +177,7 @@ class GradCAM(Explainer):
             warnings.catch_warnings(),
         ):
             warnings.filterwarnings("error", message="Backward hook for", category=UserWarning)
-            cam = self._cam(self.model, self.target_layer, postprocessing=_identity)
+            cam = self._cam(self.model, target_layer, postprocessing=_identity)
             for cls in target.index.unique().tolist():
                 for index in (target.index == cls).nonzero()[:, 0].split(chunk):
                     maps[index] = self._call(cam, x[index], cls).detach().float()
@@ -193,11 +195,11 @@ class GradCAM(Explainer):
             problem = self._layer_problem(hooked, x, error)
             if problem is None:
                 raise
-            raise ModelError(f"target_layer {self.target_layer!r}: {problem}") from error
+            raise ModelError(f"target_layer {self.options.target_layer!r}: {problem}") from error
 
     def _layer_problem(self, hooked: Any, x: torch.Tensor, error: Exception) -> str | None:
         """What MONAI's error says about the target layer, if it is about the layer."""
-        activation = hooked.activations.get(self.target_layer)
+        activation = hooked.activations.get(self.options.target_layer)
         if isinstance(error, KeyError) and activation is None:
             return "the forward pass did not reach it; choose a layer that the output depends on"
         if isinstance(error, UserWarning):
@@ -217,6 +219,11 @@ class GradCAMpp(GradCAM):
     (MONAI's Grad-CAM++ mixes up images of a batch).
     """
 
-    name = "gradcampp"
+    @dataclass(frozen=True)
+    class Options(GradCAM.Options):
+        """Options of ``gradcampp``."""
+
+        method = "gradcampp"
+
     _cam: ClassVar[type] = monai.visualize.GradCAMpp
     _images_per_call: ClassVar[int | None] = 1

@@ -9,15 +9,15 @@ Sundararajan, Taly, Yan. "Axiomatic Attribution for Deep Networks", ICML 2017, a
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from medmdm.explainers.base import Explainer, Explanation, ModelScorer
 from medmdm.explainers.masks import normalise
-from medmdm.explainers.one_shot import check_int, input_gradients, single_level_explanation
-from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline
+from medmdm.explainers.one_shot import input_gradients, single_level_explanation
+from medmdm.explainers.options import ExplainerOptions, option
+from medmdm.explainers.perturbation import BaselineOptions
 from medmdm.explainers.targets import BoundTarget
 
 
@@ -26,23 +26,19 @@ class Saliency(Explainer):
 
     One forward and backward pass per image (plus 3 scoring samples, see
     :func:`single_level_explanation`). The map shows where the score is sensitive, not what
-    supports it; it is often noisy.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes).
-    **common
-        ``score``, ``device``, ``seed``, ``mixed_precision``, ``max_batch``, ``progress``
-        (see :class:`~medmdm.explainers.base.Explainer`).
+    supports it; it is often noisy. Takes only the options every method has.
     """
 
-    name = "saliency"
+    @dataclass(frozen=True)
+    class Options(ExplainerOptions):
+        """Options of ``saliency``: those every method has."""
+
+        method = "saliency"
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
-        chunk = self.max_batch or x.shape[0]
+        chunk = self.options.max_batch or x.shape[0]
         grads = torch.cat(
             [
                 input_gradients(scorer, x[i : i + chunk], target[i : i + chunk])
@@ -60,57 +56,35 @@ class IntegratedGradients(Explainer):
     ``a`` in [0, 1], integrated with the trapezoid rule, summed over channels. Only positive
     evidence is kept (negative attributions become 0), so high = important; then each map is
     min-max normalised. Cost: ``steps`` forward+backward samples per image (plus 3 scoring
-    samples), passed ``max_batch`` at a time.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes).
-    steps : int
-        Points on the path, both ends included (at least 2).
-    baseline : {"constant", "mean", "blur"}
-        The path's start (see :func:`~medmdm.explainers.perturbation.baseline_image`).
-    baseline_value : float
-        Value of the ``constant`` baseline.
-    blur_sigma : float, optional
-        Sigma of the ``blur`` baseline in voxels (default: longest side / 20).
-    **common
-        ``score``, ``device``, ``seed``, ``mixed_precision``, ``max_batch``, ``progress``
-        (see :class:`~medmdm.explainers.base.Explainer`).
+    samples), passed ``max_batch`` at a time. The path's start is a baseline image (see
+    :func:`~medmdm.explainers.perturbation.baseline_image`).
     """
 
-    name = "integrated_gradients"
+    @dataclass(frozen=True)
+    class Options(BaselineOptions):
+        """Options of ``integrated_gradients``; the baseline is the path's start."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        steps: int = 32,
-        baseline: BaselineKind = "constant",
-        baseline_value: float = 0.0,
-        blur_sigma: float | None = None,
-        **common: Any,
-    ) -> None:
-        super().__init__(model, **common)
-        self.steps = check_int(steps, "steps", minimum=2)
-        self.baseline = check_baseline(baseline)
-        self.baseline_value = baseline_value
-        self.blur_sigma = blur_sigma
+        method = "integrated_gradients"
+
+        baseline: str = BaselineOptions.with_default("baseline", "constant")
+        steps: int = option(32, "points on the path, both ends included", low=2)
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
-        base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
-        alphas = torch.linspace(0, 1, self.steps, device=x.device)
-        weights = torch.full((self.steps,), 1 / (self.steps - 1), device=x.device)
+        options = self.options
+        base = options.baseline_image(x)
+        steps = options.steps
+        alphas = torch.linspace(0, 1, steps, device=x.device)
+        weights = torch.full((steps,), 1 / (steps - 1), device=x.device)
         weights[[0, -1]] /= 2  # trapezoid rule on [0, 1]: the weights sum to 1
         shape = (-1, *[1] * (x.ndim - 1))
         mean_grad = torch.zeros_like(x)
-        count = x.shape[0] * self.steps
-        chunk = self.max_batch or count
+        count = x.shape[0] * steps
+        chunk = options.max_batch or count
         for start in range(0, count, chunk):
             flat = torch.arange(start, min(start + chunk, count), device=x.device)
-            image, point = flat // self.steps, flat % self.steps
+            image, point = flat // steps, flat % steps
             path = base[image] + alphas[point].view(shape) * (x - base)[image]
             grads = input_gradients(scorer, path, target[image])
             mean_grad.index_add_(0, image, grads * weights[point].view(shape))

@@ -32,17 +32,16 @@ arXiv:2301.04970, 2023.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from medmdm.errors import OptionError
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.dynamic_masks import DynamicMasks
 from medmdm.explainers.mask_optimisation import MaskProblem
 from medmdm.explainers.masks import connected_regions, normalise
+from medmdm.explainers.options import option
 from medmdm.explainers.perturbation import keep, remove
 from medmdm.explainers.targets import BoundTarget
 
@@ -51,69 +50,42 @@ _MAX_LEVELS = 8
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
-    """A cascade of dynamic-mask modules, each explaining what the previous ones left.
+    """A cascade of dynamic-mask modules, each explaining what the previous ones left (steps 1 to 6
+    of the module docstring)."""
 
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes).
-    levels : int
-        Most DM levels.
-    stop_fraction : float
-        The next level runs only while the remaining image keeps at least this fraction of the
-        class evidence (the score's distance from the baseline score).
-    removal_threshold : float
-        Saliency at and above which a voxel is removed fully before the next level.
-    min_weight : float
-        Least fusion weight of a level that ran, and least verification weight of a region.
-    verify_threshold : float
-        Share of the fused map's maximum that outlines the regions verified by removal; 0 turns
-        verification off.
-    verify_regions : int
-        Most regions verified per image (those holding most of the map's mass); the rest of the
-        map gets ``min_weight``.
-    fill_width : int
-        Half-width in voxels of the closing that fills the gaps inside the map's regions (step 6
-        above); 0 turns hole filling off.
-    **options
-        See :class:`~medmdm.explainers.dynamic_masks.DynamicMasks`.
-    """
+    @dataclass(frozen=True)
+    class Options(DynamicMasks.Options):
+        """Options of ``hdm``: those of ``dm`` and the cascade's."""
 
-    name = "hdm"
+        method = "hdm"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        levels: int = 3,
-        stop_fraction: float = 0.5,
-        removal_threshold: float = 0.5,
-        min_weight: float = 0.1,
-        verify_threshold: float = 0.2,
-        verify_regions: int = 8,
-        fill_width: int = 2,
-        **options: Any,
-    ) -> None:
-        super().__init__(model, **options)
-        if not isinstance(levels, int) or not 1 <= levels <= _MAX_LEVELS:
-            raise OptionError(f"levels must be an int from 1 to {_MAX_LEVELS}, got {levels!r}")
-        if not 0 <= verify_threshold < 1:
-            raise OptionError(f"verify_threshold must be in [0, 1), got {verify_threshold}")
-        if not isinstance(fill_width, int) or fill_width < 0:
-            raise OptionError(f"fill_width must be an int >= 0, got {fill_width!r}")
-        if not isinstance(verify_regions, int) or verify_regions < 1:
-            raise OptionError(f"verify_regions must be a positive int, got {verify_regions!r}")
-        if not 0 < removal_threshold <= 1:
-            raise OptionError(f"removal_threshold must be in (0, 1], got {removal_threshold}")
-        if not 0 <= min_weight <= 1:
-            raise OptionError(f"min_weight must be in [0, 1], got {min_weight}")
-        self.levels = levels
-        self.stop_fraction = stop_fraction
-        self.removal_threshold = removal_threshold
-        self.min_weight = min_weight
-        self.verify_threshold = verify_threshold
-        self.verify_regions = verify_regions
-        self.fill_width = fill_width
+        levels: int = option(3, "most DM levels", low=1, high=_MAX_LEVELS)
+        stop_fraction: float = option(
+            0.5, "a next level runs while the remaining image keeps this share of the evidence", low=0, high=1
+        )
+        removal_threshold: float = option(
+            0.5,
+            "saliency from which a voxel is removed fully before the next level",
+            low=0,
+            high=1,
+            low_open=True,
+        )
+        min_weight: float = option(
+            0.1, "least weight of a level that ran, and of a verified region", low=0, high=1
+        )
+        verify_threshold: float = option(
+            0.2,
+            "share of the fused map's maximum outlining the regions verified by removal; 0: no verification",
+            low=0,
+            high=1,
+            high_open=True,
+        )
+        verify_regions: int = option(
+            8, "most regions verified per image; the rest of the map gets min_weight", low=1
+        )
+        fill_width: int = option(
+            2, "half-width in voxels of the closing that fills gaps inside found regions; 0: off", low=0
+        )
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
@@ -124,7 +96,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
         score_current = score_original.clone()
         running = torch.ones(batch, dtype=torch.bool)
         found_levels = []
-        for level in range(1, self.levels + 1):
+        for level in range(1, self.options.levels + 1):
             index = running.nonzero()[:, 0].to(x.device)
             if index.numel() == 0:
                 break
@@ -145,7 +117,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
             score_current[index] = remaining
             # An empty map removes nothing: a further level would see the same image again.
             found = saliency.flatten(1).amax(1) > 0
-            keeps_enough = problem.retention(remaining, index) >= self.stop_fraction
+            keeps_enough = problem.retention(remaining, index) >= self.options.stop_fraction
             running[index.cpu()] = (keeps_enough & found).cpu()
 
         regions = [region for _, _, region, *_ in found_levels]
@@ -153,15 +125,15 @@ class HierarchicalDynamicMasks(DynamicMasks):
         fused = torch.zeros_like(removed)
         records = []
         for level, (index, saliency, _, score_input, masked, remaining, steps) in enumerate(found_levels):
-            weight = shapley[index, level].clamp(self.min_weight, 1)
+            weight = shapley[index, level].clamp(self.options.min_weight, 1)
             fused[index] += weight.view(-1, *[1] * (dims + 1)) * saliency
             records.append(
                 self._record(batch, index, saliency, weight, score_input, masked, remaining, steps)
             )
         saliency = normalise(fused, dims)
-        if self.verify_threshold > 0:
+        if self.options.verify_threshold > 0:
             saliency = self._verified(problem, scorer, saliency)
-        if self.fill_width > 0:
+        if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
         return self._explanation(
             problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records
@@ -193,14 +165,15 @@ class HierarchicalDynamicMasks(DynamicMasks):
         dims = saliency.ndim - 2
         spread = self._found_region(saliency)
         blobs, owners = [], []
+        threshold = self.options.verify_threshold
         for i in range(saliency.shape[0]):
-            labels, count = connected_regions(spread[i, 0] >= self.verify_threshold * spread[i, 0].max())
+            labels, count = connected_regions(spread[i, 0] >= threshold * spread[i, 0].max())
             if count == 0:
                 continue
             labels = torch.from_numpy(labels).to(saliency.device)
             mass = torch.zeros(count + 1, dtype=saliency.dtype, device=saliency.device)
             mass.index_add_(0, labels.flatten(), saliency[i, 0].flatten())
-            for label in mass[1:].argsort(descending=True)[: self.verify_regions] + 1:
+            for label in mass[1:].argsort(descending=True)[: self.options.verify_regions] + 1:
                 blobs.append(labels == label)
                 owners.append(i)
         if not blobs:
@@ -210,8 +183,8 @@ class HierarchicalDynamicMasks(DynamicMasks):
         removal = self._removal_region(spread)[owner] * blob
         removed = remove(problem.x[owner], problem.baseline[owner], removal)
         scores = scorer.scores(removed, problem.target[owner])
-        lost = (1 - problem.retention(scores, owner)).clamp(self.min_weight, 1)
-        weights = torch.full_like(saliency, self.min_weight)
+        lost = (1 - problem.retention(scores, owner)).clamp(self.options.min_weight, 1)
+        weights = torch.full_like(saliency, self.options.min_weight)
         for i, inside, value in zip(owners, blobs, lost, strict=True):
             weights[i, 0][inside] = value
         return normalise(saliency * weights, dims)
@@ -220,15 +193,16 @@ class HierarchicalDynamicMasks(DynamicMasks):
         """The map's grey-scale closing where it reaches ``verify_threshold`` of its maximum: the
         gaps inside found regions filled, the low background (whose closing would raise all of
         it to its local maxima) left out."""
-        closed = -_max_filter(-_max_filter(saliency, self.fill_width), self.fill_width)
+        width = self.options.fill_width
+        closed = -_max_filter(-_max_filter(saliency, width), width)
         peak = closed.flatten(1).amax(1).view(-1, *[1] * (saliency.ndim - 1))
-        return torch.where(closed >= self.verify_threshold * peak, closed, 0.0)
+        return torch.where(closed >= self.options.verify_threshold * peak, closed, 0.0)
 
     def _removal_region(self, spread: torch.Tensor) -> torch.Tensor:
         """How much of each voxel removing what a map found replaces, from the map's spread
         (:meth:`_found_region`): all of it where the spread reaches ``removal_threshold``,
         proportionally below."""
-        return (spread / self.removal_threshold).clamp(max=1)
+        return (spread / self.options.removal_threshold).clamp(max=1)
 
     def _found_region(self, saliency: torch.Tensor) -> torch.Tensor:
         """The saliency spread to each voxel's neighbourhood (a max filter half a finest coarse cell

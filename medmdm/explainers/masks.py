@@ -44,15 +44,6 @@ def grid_shape(size: int, spatial: Sequence[int]) -> GridShape:
     return tuple(max(2, min(n, round(size * n / longest))) if n > 1 else 1 for n in spatial)
 
 
-def check_sizes(sizes: Sequence[int], name: str) -> list[int]:
-    """Validate a list of grid sizes given as an option."""
-    if isinstance(sizes, int) or not sizes:
-        raise OptionError(f"{name} must be a non-empty list of ints, got {sizes!r}")
-    if not all(isinstance(s, int) and s >= 2 for s in sizes):
-        raise OptionError(f"{name} must hold ints >= 2, got {list(sizes)}")
-    return list(sizes)
-
-
 def upsample(grid: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
     """(N, 1, *grid) -> (N, 1, *spatial), (bi|tri)linear with aligned corners."""
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]

@@ -14,21 +14,19 @@ arXiv:2207.08046, 2022.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from medmdm.explainers.base import Explanation, ModelScorer
 from medmdm.explainers.dynamic_masks import MaskExplainer
 from medmdm.explainers.masks import (
-    check_sizes,
     combine_scales,
     default_auxiliary_sizes,
     default_benchmark_sizes,
     grid_shape,
 )
-from medmdm.explainers.perturbation import BaselineKind
+from medmdm.explainers.options import option
 from medmdm.explainers.targets import BoundTarget
 
 
@@ -45,24 +43,19 @@ class MultipleDynamicMasks(MaskExplainer):
 
     Masks are weighted by their squared cell count (see
     :func:`~medmdm.explainers.masks.combine_scales`); the reference preset weighs them equally.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes).
-    sizes : list of int, optional
-        Grid cells along the longest side, one mask each; by default the DM benchmark and
-        auxiliary sizes for the input.
-    **options
-        See :class:`~medmdm.explainers.dynamic_masks.MaskExplainer`.
     """
 
-    name = "mdm"
-    scale_exponent = 2.0
+    @dataclass(frozen=True)
+    class Options(MaskExplainer.Options):
+        """Options of ``mdm``."""
 
-    def __init__(self, model: nn.Module, *, sizes: Sequence[int] | None = None, **options: Any) -> None:
-        super().__init__(model, **options)
-        self.sizes = None if sizes is None else check_sizes(sizes, "sizes")
+        method = "mdm"
+
+        sizes: tuple[int, ...] | None = option(
+            None, "cells along the longest side, one mask each; None: the DM sizes for the input", low=2
+        )
+
+    scale_exponent = 2.0
 
     def _default_sizes(self, spatial: Sequence[int]) -> list[int]:
         return default_benchmark_sizes(spatial) + default_auxiliary_sizes(spatial)
@@ -72,9 +65,9 @@ class MultipleDynamicMasks(MaskExplainer):
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
         spatial = problem.spatial
-        sizes = self.sizes or self._default_sizes(spatial)
+        sizes = self.options.sizes or self._default_sizes(spatial)
         result = self._optimiser(problem, scorer).run(
-            [grid_shape(k, spatial) for k in sizes], self._schedule, init=0.5, stage="multiscale"
+            [grid_shape(k, spatial) for k in sizes], self._schedule(), init=0.5, stage="multiscale"
         )
         saliency = combine_scales(result.masks, sizes, self.scale_exponent)
         return self._single_level(problem, scorer, saliency, result.steps)
@@ -83,39 +76,24 @@ class MultipleDynamicMasks(MaskExplainer):
 class MDMReference(MultipleDynamicMasks):
     """The MDM authors' configuration (see the module docstring); slow, for comparison.
 
-    Parameters are those of :class:`MultipleDynamicMasks`, with the authors' values as defaults.
+    Options are those of :class:`MultipleDynamicMasks`, with the authors' values as defaults.
     """
 
-    name = "mdm-reference"
+    @dataclass(frozen=True)
+    class Options(MultipleDynamicMasks.Options):
+        """Options of ``mdm-reference``: those of ``mdm`` with the authors' defaults."""
+
+        method = "mdm-reference"
+
+        baseline: str = MultipleDynamicMasks.Options.with_default("baseline", "constant")
+        steps: int = MultipleDynamicMasks.Options.with_default("steps", 20000)
+        min_steps: int = MultipleDynamicMasks.Options.with_default("min_steps", 2000)
+        patience: int = MultipleDynamicMasks.Options.with_default("patience", 200)
+        lr: float = MultipleDynamicMasks.Options.with_default("lr", 3e-3)
+        init_jitter: float = MultipleDynamicMasks.Options.with_default("init_jitter", 0.0)
+
     objective_form = "reference"
     scale_exponent = 0.0
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        sizes: Sequence[int] | None = None,
-        baseline: BaselineKind = "constant",
-        baseline_value: float = 0.0,
-        steps: int = 20000,
-        min_steps: int = 2000,
-        patience: int = 200,
-        lr: float = 3e-3,
-        init_jitter: float = 0.0,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            sizes=sizes,
-            baseline=baseline,
-            baseline_value=baseline_value,
-            steps=steps,
-            min_steps=min_steps,
-            patience=patience,
-            lr=lr,
-            init_jitter=init_jitter,
-            **options,
-        )
 
     def _default_sizes(self, spatial: Sequence[int]) -> list[int]:
         return reference_sizes(spatial)

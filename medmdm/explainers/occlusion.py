@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from medmdm.errors import InputError, OptionError
 from medmdm.explainers.base import Explainer, Explanation, ModelScorer
@@ -26,19 +25,11 @@ from medmdm.explainers.one_shot import (
     perturbation_chunk,
     single_level_explanation,
 )
-from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline, remove
+from medmdm.explainers.options import option
+from medmdm.explainers.perturbation import BaselineOptions, remove
 from medmdm.explainers.targets import BoundTarget
 
 _MIN_WINDOW = 3
-
-
-def _check_sizes(value: int | Sequence[int] | None, name: str) -> int | tuple[int, ...] | None:
-    if value is None:
-        return None
-    values = [value] if isinstance(value, int) else list(value) if isinstance(value, Sequence) else [None]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-        raise OptionError(f"{name} must be None, an int >= 1 or one int >= 1 per spatial axis; got {value!r}")
-    return value if isinstance(value, int) else tuple(values)
 
 
 def _per_axis(value: int | tuple[int, ...], spatial: Sequence[int], name: str) -> list[int]:
@@ -81,61 +72,36 @@ class Occlusion(Explainer):
     N-D with one code path. Drops are positive where occlusion lowers the class score; negative
     drops (occlusion raising the score) are set to 0, then each map is min-max normalised. Cost:
     one sample per window position per image (plus 3 scoring samples); e.g. 225 for a 224^2
-    image and 3,375 for a 96^3 volume with the defaults.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes).
-    window : int or sequence of int, optional
-        Box size in voxels, one value for all axes or one per axis; default 1/8 of each axis, at
-        least 3 (and at most the axis).
-    stride : int or sequence of int, optional
-        Step between boxes, at most the window; default half the window, rounded up. The last
-        box on each axis ends at the image edge, so every voxel is covered.
-    baseline : {"mean", "blur", "constant"}
-        What an occluded box is filled with.
-    baseline_value : float
-        Value of the ``constant`` baseline.
-    blur_sigma : float, optional
-        Sigma of the ``blur`` baseline in voxels (default: longest side / 20).
-    **common
-        ``score``, ``device``, ``seed``, ``mixed_precision``, ``max_batch``, ``progress``
-        (see :class:`~medmdm.explainers.base.Explainer`).
+    image and 3,375 for a 96^3 volume with the defaults. The last box on each axis ends at the
+    image edge, so every voxel is covered.
     """
 
-    name = "occlusion"
+    @dataclass(frozen=True)
+    class Options(BaselineOptions):
+        """Options of ``occlusion``; the baseline fills an occluded box."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        window: int | Sequence[int] | None = None,
-        stride: int | Sequence[int] | None = None,
-        baseline: BaselineKind = "mean",
-        baseline_value: float = 0.0,
-        blur_sigma: float | None = None,
-        **common: Any,
-    ) -> None:
-        super().__init__(model, **common)
-        self.window = _check_sizes(window, "window")
-        self.stride = _check_sizes(stride, "stride")
-        self.baseline = check_baseline(baseline)
-        self.baseline_value = baseline_value
-        self.blur_sigma = blur_sigma
+        method = "occlusion"
+
+        window: int | tuple[int, ...] | None = option(
+            None, "box size in voxels, for all axes or per axis; None: 1/8 of each axis, at least 3", low=1
+        )
+        stride: int | tuple[int, ...] | None = option(
+            None, "step between boxes, at most the window; None: half the window, rounded up", low=1
+        )
 
     def geometry(self, spatial: Sequence[int]) -> tuple[list[int], list[int]]:
         """Window and stride per axis for an image of shape ``spatial``."""
-        if self.window is None:
+        options = self.options
+        if options.window is None:
             window = [min(n, max(_MIN_WINDOW, n // 8)) for n in spatial]
         else:
-            window = _per_axis(self.window, spatial, "window")
+            window = _per_axis(options.window, spatial, "window")
             if any(w > n for w, n in zip(window, spatial, strict=True)):
                 raise InputError(f"window {window} is larger than the image {list(spatial)}")
-        if self.stride is None:
+        if options.stride is None:
             stride = [max(1, (w + 1) // 2) for w in window]
         else:
-            stride = _per_axis(self.stride, spatial, "stride")
+            stride = _per_axis(options.stride, spatial, "stride")
             if any(s > w for s, w in zip(stride, window, strict=True)):
                 raise OptionError(f"stride {stride} exceeds the window {window}: voxels would be skipped")
         return window, stride
@@ -146,12 +112,12 @@ class Occlusion(Explainer):
         b, _, *spatial = x.shape
         window, stride = self.geometry(spatial)
         starts = window_starts(spatial, window, stride).to(x.device)
-        base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
+        base = self.options.baseline_image(x)
         drops = torch.zeros_like(x[:, :1])
         covered = torch.zeros_like(x[:1, :1])
         windows = starts.shape[0]
         count = b * windows
-        chunk = perturbation_chunk(self.max_batch, x[0])
+        chunk = perturbation_chunk(self.options.max_batch, x[0])
         for start in range(0, count, chunk):
             flat = torch.arange(start, min(start + chunk, count), device=x.device)
             image, position = flat // windows, flat % windows

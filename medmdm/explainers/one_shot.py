@@ -1,29 +1,19 @@
 """What the one-shot baseline explainers share (``saliency``, ``integrated_gradients``, ``occlusion``,
-``rise``, ``gradcam``, ``gradcampp``): option checks, chunking of perturbed samples, input
-gradients, and :func:`single_level_explanation`, which turns a finished map into an
+``rise``, ``gradcam``, ``gradcampp``): chunking of perturbed samples, input gradients, and
+:func:`single_level_explanation`, which turns a finished map into an
 :class:`~medmdm.explainers.base.Explanation` scored the same way for every method.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from medmdm.errors import OptionError
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.perturbation import baseline_image, keep, remove
 from medmdm.explainers.targets import BoundTarget
 
 # Most voxels (samples x channels x spatial) of perturbed images built at once when max_batch is None.
 _VOXEL_BUDGET = 2**25
-
-
-def check_int(value: Any, name: str, minimum: int = 1) -> int:
-    """Validate an integer option of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise OptionError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def perturbation_chunk(max_batch: int | None, sample: torch.Tensor) -> int:

@@ -1,17 +1,20 @@
 """Baseline images and how a mask perturbs an image towards them.
 
 A mask ``m`` (1 = keep) turns an image ``x`` into ``m * x + (1 - m) * b``, where ``b`` is the
-baseline: what the image looks like with its content removed.
+baseline: what the image looks like with its content removed. :class:`BaselineOptions` are the
+options of the methods that perturb towards a baseline.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from monai.networks.layers import GaussianFilter
 
 from medmdm.errors import OptionError
+from medmdm.explainers.options import ExplainerOptions, option
 
 BaselineKind = Literal["mean", "blur", "constant"]
 BASELINES: tuple[str, ...] = ("mean", "blur", "constant")
@@ -65,13 +68,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         return blur(x)
 
 
-def check_baseline(kind: str) -> str:
-    """Validate a ``baseline`` option (raise :class:`OptionError` if it is not a known kind)."""
-    if kind not in BASELINES:
-        raise OptionError(f"baseline must be one of {', '.join(BASELINES)}; got {kind!r}")
-    return kind
-
-
 def keep(x: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` where ``mask`` is 1, ``baseline`` where it is 0 (the masked-in image)."""
     return baseline + mask * (x - baseline)
@@ -80,3 +76,18 @@ def keep(x: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> torch.T
 def remove(x: torch.Tensor, baseline: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``baseline`` where ``mask`` is 1, ``x`` where it is 0 (the masked-out image)."""
     return x + mask * (baseline - x)
+
+
+@dataclass(frozen=True)
+class BaselineOptions(ExplainerOptions):
+    """The options of a method that perturbs images towards a baseline image."""
+
+    baseline: str = option("mean", "what removed content is replaced with", choices=BASELINES)
+    baseline_value: float = option(0.0, "value of the constant baseline")
+    blur_sigma: float | None = option(
+        None, "sigma of the blur baseline in voxels; None: longest side / 20", low=0, low_open=True
+    )
+
+    def baseline_image(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) baseline of each image of ``x`` (see :func:`baseline_image`)."""
+        return baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from medmdm.errors import OptionError
 from medmdm.explainers.base import Explainer, Explanation, ModelScorer
 from medmdm.explainers.masks import grid_shape, normalise
 from medmdm.explainers.one_shot import (
-    check_int,
     perturbation_chunk,
     single_level_explanation,
 )
-from medmdm.explainers.perturbation import BaselineKind, baseline_image, check_baseline, keep
+from medmdm.explainers.options import option
+from medmdm.explainers.perturbation import BaselineOptions, keep
 from medmdm.explainers.targets import BoundTarget
 
 _DEFAULT_MASKS = {2: 2000, 3: 1000}
@@ -64,68 +62,42 @@ class RISE(Explainer):
     masks, drawn on the CPU from a generator seeded with ``seed``, so a batch equals single calls
     and the map is the same on every device. An image whose scores do not vary over the masks
     gets an empty map (the sum would show only the masks' own unevenness). Cost: ``masks``
-    samples per image (plus 3 scoring samples), passed ``max_batch`` at a time.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Classifier returning logits (B, classes).
-    masks : int, optional
-        Number of random masks N; default 2000 for 2D and 1000 for 3D inputs.
-    cells : int
-        Grid cells along the longest axis, proportionally fewer along shorter ones (at least 2).
-    keep_probability : float
-        Probability that a grid cell is kept, in (0, 1).
-    baseline : {"mean", "blur", "constant"}
-        What the masked-out part is replaced with (the paper multiplies by the mask: ``constant`` 0).
-    baseline_value : float
-        Value of the ``constant`` baseline.
-    blur_sigma : float, optional
-        Sigma of the ``blur`` baseline in voxels (default: longest side / 20).
-    **common
-        ``score`` (default ``"probability"`` here), ``device``, ``seed``, ``mixed_precision``,
-        ``max_batch``, ``progress`` (see :class:`~medmdm.explainers.base.Explainer`).
+    samples per image (plus 3 scoring samples), passed ``max_batch`` at a time. The paper
+    multiplies by the mask: the ``constant`` baseline 0.
     """
 
-    name = "rise"
+    @dataclass(frozen=True)
+    class Options(BaselineOptions):
+        """Options of ``rise``; the score is the probability by default, as in the paper."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        masks: int | None = None,
-        cells: int = 7,
-        keep_probability: float = 0.5,
-        baseline: BaselineKind = "mean",
-        baseline_value: float = 0.0,
-        blur_sigma: float | None = None,
-        **common: Any,
-    ) -> None:
-        common.setdefault("score", "probability")
-        super().__init__(model, **common)
-        self.masks = None if masks is None else check_int(masks, "masks")
-        self.cells = check_int(cells, "cells", minimum=2)
-        if not isinstance(keep_probability, int | float) or not 0 < keep_probability < 1:
-            raise OptionError(f"keep_probability must be in (0, 1), got {keep_probability!r}")
-        self.keep_probability = float(keep_probability)
-        self.baseline = check_baseline(baseline)
-        self.baseline_value = baseline_value
-        self.blur_sigma = blur_sigma
+        method = "rise"
+
+        score: str = BaselineOptions.with_default("score", "probability")
+        masks: int | None = option(
+            None, "number of random masks; None: 2000 for 2D, 1000 for 3D inputs", low=1
+        )
+        cells: int = option(
+            7, "grid cells along the longest axis, proportionally fewer along the others", low=2
+        )
+        keep_probability: float = option(
+            0.5, "probability that a grid cell is kept", low=0, high=1, low_open=True, high_open=True
+        )
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         b, _, *spatial = x.shape
-        total = self.masks or _DEFAULT_MASKS[min(3, len(spatial))]
-        cells = grid_shape(self.cells, spatial)
-        base = baseline_image(x, self.baseline, value=self.baseline_value, blur_sigma=self.blur_sigma)
-        generator = torch.Generator().manual_seed(self.seed)
+        options = self.options
+        total = options.masks or _DEFAULT_MASKS[min(3, len(spatial))]
+        cells = grid_shape(options.cells, spatial)
+        base = options.baseline_image(x)
+        generator = torch.Generator().manual_seed(options.seed)
         block = min(_BLOCK, perturbation_chunk(None, x[0, :1]))
         saliency = torch.zeros_like(x[:, :1])
         low = torch.full((b,), torch.inf, device=x.device)
         high = torch.full((b,), -torch.inf, device=x.device)
         for start in range(0, total, block):
-            masks = rise_masks(generator, min(block, total - start), cells, spatial, self.keep_probability)
+            masks = rise_masks(generator, min(block, total - start), cells, spatial, options.keep_probability)
             masks = masks.to(x.device)
             for i in range(b):
                 kept = keep(x[i : i + 1], base[i : i + 1], masks)
@@ -135,5 +107,5 @@ class RISE(Explainer):
         # Scores that do not vary with the mask leave only the masks' own unevenness in the sum.
         varies = (high - low) > 1e-6 * torch.maximum(high.abs(), low.abs()) + 1e-12
         saliency = saliency * varies.view(-1, *[1] * (x.ndim - 1))
-        saliency = normalise(saliency / (total * self.keep_probability), len(spatial))
+        saliency = normalise(saliency / (total * options.keep_probability), len(spatial))
         return single_level_explanation(self.name, x, target, scorer, score_original, saliency)
