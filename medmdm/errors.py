@@ -1,4 +1,4 @@
-"""Exception types raised by medmdm, in one place."""
+"""Exception types raised by medmdm, and how their messages quote another error, in one place."""
 
 from __future__ import annotations
 
@@ -21,3 +21,8 @@ class OptionError(MedmdmError, ValueError):
 
 class BundleError(ModelError):
     """A MONAI Bundle cannot be used: missing configs or weights, a config that does not parse."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as ``"Type: message"`` on one line, to quote it in the message of a medmdm error."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"

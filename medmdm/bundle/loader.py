@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from medmdm.errors import BundleError, InputError
-from medmdm.io.dicom import one_line
+from medmdm.errors import BundleError, InputError, one_line
 from medmdm.io.reader import Study
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
@@ -372,13 +372,15 @@ def _state_dict(path: Path, network: torch.nn.Module, name: str) -> dict[str, to
 def _parsed_preprocessing(parser: ConfigParser, name: str) -> Any:
     if "preprocessing" not in parser.config:
         return None
-    # Instantiating LoadImage(d) makes MONAI log that the optional GPU DICOM decoder is missing; medmdm
-    # drops that step anyway.
+    # Instantiating LoadImage(d) makes MONAI log and warn that the optional GPU DICOM decoder is missing;
+    # medmdm drops that step anyway.
     codec_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
     level = codec_logger.level
     codec_logger.setLevel(logging.ERROR)
     try:
-        return parser.get_parsed_content("preprocessing", instantiate=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            return parser.get_parsed_content("preprocessing", instantiate=True)
     except Exception as error:
         raise BundleError(f"bundle {name}: cannot build preprocessing ({one_line(error)})") from error
     finally:

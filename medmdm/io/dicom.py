@@ -5,6 +5,10 @@ series is turned into a list of :class:`Frame` (one 2D plane each, with its posi
 pixel spacing and rescale), which :mod:`medmdm.io.reader` sorts along the slice normal, checks
 and stacks. Pixel data is decoded by pydicom, so every transfer syntax that pydicom's handlers
 (numpy, pylibjpeg, ...) know is read: JPEG baseline/lossless, JPEG-LS, JPEG 2000 and RLE.
+
+Each file is parsed once: the folder scan keeps its datasets (:attr:`SeriesInfo.datasets`), whose
+pixel data pydicom reads from the file when it is first used; :func:`drop_pixel_data` then leaves
+the header that a study keeps for the DICOM writers.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
-from medmdm.errors import InputError
+from medmdm.errors import InputError, one_line
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ class SeriesInfo:
         StudyInstanceUID, ``""`` when absent.
     files : tuple of Path
         The series' image files, sorted by name (not slice order).
+    datasets : tuple of pydicom.Dataset
+        The files' datasets as the scan read them, in the order of ``files``: values over 4 KB
+        (pixel data) are left in the file and read from it when first used.
     """
 
     series_uid: str
@@ -46,6 +54,7 @@ class SeriesInfo:
     description: str
     study_uid: str
     files: tuple[Path, ...] = field(default_factory=tuple)
+    datasets: tuple[Dataset, ...] = field(default_factory=tuple, repr=False, compare=False)
 
     @property
     def n_images(self) -> int:
@@ -77,6 +86,8 @@ class Frame:
         Source file.
     sop_instance_uid : str
         SOPInstanceUID of the source file.
+    frame_number : int
+        1-based number of the frame in its file (1 for a single-frame file).
     """
 
     pixels: np.ndarray
@@ -86,16 +97,12 @@ class Frame:
     thickness: float
     file: Path
     sop_instance_uid: str
+    frame_number: int
 
     @property
     def normal(self) -> np.ndarray:
         """(3,) unit slice normal, row cosines x column cosines."""
         return np.cross(self.orientation[:3], self.orientation[3:])
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as ``"Type: message"`` on one line, for the messages of :class:`InputError`."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def read_dataset(path: Path, *, header_only: bool = False) -> Dataset:
@@ -106,7 +113,8 @@ def read_dataset(path: Path, *, header_only: bool = False) -> Dataset:
     path : Path
         The file.
     header_only : bool
-        Defer reading large values (pixel data); the presence of ``PixelData`` is still known.
+        Defer reading values over 4 KB (pixel data) until they are used; the presence of
+        ``PixelData`` is still known.
 
     Returns
     -------
@@ -177,6 +185,7 @@ def list_series(folder: str | Path) -> list[SeriesInfo]:
                 description=str(first.get("SeriesDescription", "")),
                 study_uid=str(first.get("StudyInstanceUID", "")),
                 files=tuple(p for p, _ in members),
+                datasets=tuple(ds for _, ds in members),
             )
         )
     return sorted(infos, key=lambda s: (s.modality, s.description, s.series_uid))
@@ -200,7 +209,7 @@ def select_series(folder: Path, series_uid: str | None) -> SeriesInfo:
                 return s
         raise InputError(f"{folder}: no series {series_uid}; found {listing}")
     if len(series) > 1:
-        raise InputError(f"{folder}: {len(series)} series, choose one with series_uid: {listing}")
+        raise InputError(f"{folder}: {len(series)} series; choose one with --series UID: {listing}")
     return series[0]
 
 
@@ -261,7 +270,7 @@ def read_frames(ds: Dataset, path: Path) -> list[Frame]:
     Parameters
     ----------
     ds : pydicom.Dataset
-        The file's dataset, read in full.
+        The file's dataset (pixel data read in full or deferred).
     path : Path
         The file, for messages.
 
@@ -302,6 +311,31 @@ def read_frames(ds: Dataset, path: Path) -> list[Frame]:
                 thickness=thickness if thick is None else float(thick),
                 file=path,
                 sop_instance_uid=sop,
+                frame_number=i + 1,
             )
         )
     return frames
+
+
+def drop_pixel_data(ds: Dataset) -> Dataset:
+    """``ds`` made a header, in place: pixel data removed, every deferred value read.
+
+    Removing the pixel data frees its bytes and pydicom's decoded array; reading the values that
+    a header-only read deferred lets the header outlive its file.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A dataset whose pixels are decoded already (or not wanted).
+
+    Returns
+    -------
+    pydicom.Dataset
+        ``ds``.
+    """
+    for keyword in PIXEL_DATA_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for _ in ds:  # iterating a Dataset reads each deferred (top-level) value from the file
+        pass
+    return ds

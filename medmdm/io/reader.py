@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from nibabel.orientations import aff2axcodes
+from pydicom import Dataset
 
-from medmdm.errors import InputError
-from medmdm.io.dicom import Frame, one_line, read_dataset, read_frames, select_series
+from medmdm.errors import InputError, one_line
+from medmdm.io.dicom import Frame, drop_pixel_data, read_dataset, read_frames, select_series
 
 StudyKind = Literal["dicom-file", "dicom-series", "nifti"]
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -66,6 +67,12 @@ class Study:
         Spatial shape.
     orientation : str
         Axis code of the spatial axes (``"RAS"``, ``"LPS"``, ``"RA"``...), from the affine.
+    headers : tuple of pydicom.Dataset
+        The source files' headers, read with the image (pixel data removed), one per file, in
+        slice order: what the DICOM writers derive their objects from. Empty for NIfTI.
+    frame_numbers : tuple of int
+        For each slice, in slice order, its 1-based frame number in its file (1 for single-frame
+        files). Empty for NIfTI.
     """
 
     image: MetaTensor
@@ -81,6 +88,8 @@ class Study:
     size: tuple[int, ...] = ()
     orientation: str = ""
     description: str = ""
+    headers: tuple[Dataset, ...] = field(default=(), repr=False)
+    frame_numbers: tuple[int, ...] = ()
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -119,17 +128,16 @@ def load_study(path: str | Path, series_uid: str | None = None) -> Study:
     if path.is_dir():
         info = select_series(path, series_uid)
         frames: list[Frame] = []
-        first = None
-        for f in info.files:
-            ds = read_dataset(f)
-            if first is None:
-                first = ds
+        headers: dict[Path, Dataset] = {}
+        for f, ds in zip(info.files, info.datasets, strict=True):
             frames.extend(read_frames(ds, f))
-        return _dicom_study(frames, first, path, "dicom-series")
+            headers[f] = drop_pixel_data(ds)
+        return _dicom_study(frames, headers, path, "dicom-series")
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         return _load_nifti(path)
     ds = read_dataset(path)
-    return _dicom_study(read_frames(ds, path), ds, path, "dicom-file")
+    frames = read_frames(ds, path)
+    return _dicom_study(frames, {path: drop_pixel_data(ds)}, path, "dicom-file")
 
 
 def _check_and_sort(frames: list[Frame]) -> tuple[list[Frame], float]:
@@ -167,8 +175,10 @@ def _check_and_sort(frames: list[Frame]) -> tuple[list[Frame], float]:
     return frames, step
 
 
-def _dicom_study(frames: list[Frame], ds: Any, path: Path, kind: StudyKind) -> Study:
+def _dicom_study(frames: list[Frame], headers: dict[Path, Dataset], path: Path, kind: StudyKind) -> Study:
+    """The study of a file's or series' frames; ``headers`` by file, the first giving the identifiers."""
     frames, step = _check_and_sort(frames)
+    ds = next(iter(headers.values()))
     first = frames[0]
     row_cos, col_cos = first.orientation[:3], first.orientation[3:]
     row_spacing, col_spacing = (float(s) for s in first.pixel_spacing)
@@ -197,6 +207,8 @@ def _dicom_study(frames: list[Frame], ds: Any, path: Path, kind: StudyKind) -> S
         description=str(ds.get("SeriesDescription", "")),
         sop_instance_uids=[f.sop_instance_uid for f in frames],
         files=[f.file for f in frames],
+        headers=tuple(headers[file] for file in dict.fromkeys(f.file for f in frames)),
+        frame_numbers=tuple(f.frame_number for f in frames),
     )
 
 

@@ -19,6 +19,7 @@ radiograph, CR/DX) has no place in patient space: each writer says how it deals 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,8 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DS
 
 from medmdm import __version__
-from medmdm.errors import InputError
+from medmdm.errors import InputError, one_line
 from medmdm.io import Study
-from medmdm.io.dicom import one_line, read_dataset, read_frames
 from medmdm.writers.checks import saliency_array
 
 MANUFACTURER = "medmdm"
@@ -57,7 +57,6 @@ LATERALITIES = ("R", "L")
 ORIENTATION_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines below this add no letter
 DECIMAL_STRING = 16  # characters in a DICOM DS value
-PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # float, double float, pixel data: left unread
 
 
 @dataclass(frozen=True)
@@ -107,38 +106,34 @@ class DicomSource:
     study : medmdm.io.Study
         The study.
     datasets : list of pydicom.Dataset
-        The files' headers (pixel data read only when used), one per file, in slice order, made
-        fit for highdicom, which copies from them: see :func:`_prepare_header`.
-    frame_numbers : list of int
-        For each slice of the study, the 1-based frame number in its file (1 for single-frame
-        files).
+        Copies of the study's headers (:attr:`medmdm.io.Study.headers`), one per file, in slice
+        order, made fit for highdicom, which copies from them: see :func:`_prepare_header`.
     """
 
     study: Study
     datasets: list[Dataset]
-    frame_numbers: list[int]
 
     @classmethod
     def of(cls, study: Study) -> DicomSource:
-        """Read the source headers of a study.
+        """The source of a study, from the headers it kept when it was read; the study is left as is.
 
         Raises
         ------
         InputError
-            A NIfTI study; a file that cannot be read.
+            A NIfTI study; a study without DICOM headers (not read by :func:`medmdm.io.load_study`).
         """
         if study.kind == "nifti":
             raise InputError(f"{study.path}: DICOM outputs need a DICOM source; this study is NIfTI")
-        files = list(dict.fromkeys(Path(f) for f in study.files))
-        datasets = [read_dataset(f, header_only=True) for f in files]
+        if not study.headers:
+            raise InputError(
+                f"{study.path}: DICOM outputs need a DICOM source; this study has no DICOM headers "
+                "(read it with medmdm.io.load_study)"
+            )
         thickness = float(np.linalg.norm(np.asarray(study.affine, dtype=float)[:3, 2]))
+        datasets = [copy.deepcopy(header) for header in study.headers]
         for ds in datasets:
             _prepare_header(ds, thickness)
-        if "NumberOfFrames" in datasets[0]:
-            frame_numbers = [int(i) + 1 for i in _slice_order(files[0])]
-        else:
-            frame_numbers = [1] * len(study.files)
-        return cls(study, datasets, frame_numbers)
+        return cls(study, datasets)
 
     @property
     def path(self) -> Path:
@@ -174,7 +169,7 @@ class DicomSource:
         if not self.is_multiframe:
             return frames
         in_file_order = np.empty_like(frames)
-        in_file_order[np.asarray(self.frame_numbers) - 1] = frames
+        in_file_order[np.asarray(self.study.frame_numbers) - 1] = frames
         return in_file_order
 
     def require_frame_geometry(self, what: str) -> None:
@@ -194,7 +189,7 @@ class DicomSource:
         item.ReferencedSOPClassUID = ds.SOPClassUID
         item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
         if self.is_multiframe:
-            item.ReferencedFrameNumber = self.frame_numbers[k]
+            item.ReferencedFrameNumber = self.study.frame_numbers[k]
         return item
 
     def patient_orientation(self) -> list[str]:
@@ -297,22 +292,9 @@ def _prepare_header(dataset: Dataset, thickness: float) -> None:
     _shorten_decimal_strings(dataset)
 
 
-def _slice_order(path: Path) -> np.ndarray:
-    """The file's frame index (0-based) of each slice, as :mod:`medmdm.io` orders the frames.
-
-    ``medmdm.io`` sorts the frames along the first frame's slice normal (a stable sort of the
-    file order); this repeats that sort on the frames' positions.
-    """
-    frames = read_frames(read_dataset(path), path)
-    normal = frames[0].normal
-    return np.asarray(sorted(range(len(frames)), key=lambda i: float(frames[i].position @ normal)), dtype=int)
-
-
 def _shorten_decimal_strings(dataset: Dataset) -> None:
     """Round DS values too long for DICOM (over 16 characters) to fit, in nested sequences too."""
     for tag in list(dataset.keys()):
-        if tag in PIXEL_DATA_TAGS:
-            continue
         element = dataset[tag]
         if element.VR == "SQ":
             for item in element.value:

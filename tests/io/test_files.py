@@ -77,6 +77,7 @@ def test_nifti_round_trip(tmp_path, suffix):
     np.testing.assert_allclose(study.affine.numpy(), affine, atol=1e-6)
     np.testing.assert_allclose(study.spacing, np.linalg.norm(affine[:3, :3], axis=0), atol=1e-6)
     assert study.files == [path]
+    assert study.headers == () and study.frame_numbers == ()
 
 
 def test_single_slice_nifti_is_a_2d_study_like_its_dicom(tmp_path):
@@ -180,6 +181,27 @@ def test_enhanced_multiframe_sorted_by_position(tmp_path):
     np.testing.assert_allclose(study.image[0].numpy().transpose(2, 1, 0), expected)
     np.testing.assert_allclose(study.affine[:3, 3].numpy(), np.diag([-1, -1, 1]) @ positions[0], atol=1e-6)
     assert study.orientation == "LIP"  # normal = row x column = +y in LPS: posterior
+    assert study.frame_numbers == (2, 4, 5, 1, 3)  # file frame of each slice: order's inverse, 1-based
+    assert len(study.headers) == 1 and "PixelData" not in study.headers[0]
+    assert study.headers[0].NumberOfFrames == 5
+
+
+def test_series_keeps_its_headers_in_slice_order(ct_series):
+    study = load_study(ct_series.folder)
+    assert [h.SOPInstanceUID for h in study.headers] == ct_series.sop_uids == study.sop_instance_uids
+    assert study.frame_numbers == (1,) * len(ct_series.files)
+    assert not any("PixelData" in h for h in study.headers)
+
+
+def test_kept_headers_do_not_need_their_files(ct_series):
+    comments = "x" * 5000  # over the 4 KB that the folder scan leaves in the file
+    ds = pydicom.dcmread(ct_series.files[0])
+    ds.ImageComments = comments
+    ds.save_as(ct_series.files[0])
+    study = load_study(ct_series.folder)
+    for f in ct_series.files:
+        f.unlink()
+    assert study.headers[0].ImageComments == comments
 
 
 def test_radiograph_without_patient_geometry(tmp_path, slice_builder):

@@ -22,7 +22,7 @@ from pydicom.data import get_testdata_file
 from medmdm import __version__
 from medmdm.errors import InputError
 from medmdm.io import load_study
-from medmdm.testing.dicom_validation import dciodvfy_available, validate_dicom
+from medmdm.testing.internal.dicom_validation import dciodvfy_available, validate_dicom
 from medmdm.writers.dicom_common import orientation_letters
 from medmdm.writers.parametric_map import write_parametric_map
 from medmdm.writers.secondary_capture import mass_slices, write_secondary_capture
