@@ -1,12 +1,12 @@
 """Studies per hour of ``medmdm batch`` for 1, 2 and more workers.
 
 Writes phantom studies (chest radiographs as DICOM files, chest CTs as DICOM series, from
-:mod:`medmdm.testing.phantoms`) into a scratch folder, explains them with the demo bundles (the 2D bundle
-for the radiographs, the 3D bundle for the CTs) once per worker count, and prints a table: seconds, studies
-per hour, and the speed-up over one worker. The demo bundles are looked up as ``medmdm`` does
-(``$MEDMDM_DEMO_BUNDLES``, else ``sample_data/bundles``), else in ``build/demo_bundles`` (the quick ones
-``workflows/train_demo_bundles.py --quick`` writes). ``--test-bundle`` uses the small lesion detector of the
-tests on NIfTI volumes instead (no demo bundle needed).
+:mod:`medmdm.testing.internal.phantoms`) into a scratch folder, explains them with the demo bundles (the
+2D bundle for the radiographs, the 3D bundle for the CTs) once per worker count, and prints a table:
+seconds, studies per hour, and the speed-up over one worker. The demo bundles are looked up as ``medmdm``
+does (``$MEDMDM_DEMO_BUNDLES``, else ``sample_data/bundles``), else in ``build/demo_bundles`` (the quick
+ones ``workflows/train_demo_bundles.py --quick`` writes). ``--test-bundle`` uses the small lesion detector
+of the tests on NIfTI volumes instead (no demo bundle needed).
 
 Examples
 --------
@@ -32,9 +32,9 @@ import torch
 
 from medmdm.batch import BatchSettings, explain_batch
 from medmdm.bundle.demo import DEMO_BUNDLES, DEMO_BUNDLES_ENV, demo_bundles_folder
-from medmdm.testing.bundles import ct_with_ball, detector_bundle
-from medmdm.testing.dicom_studies import write_ct_series, write_radiograph_dicom
-from medmdm.testing.phantoms import ct_case, radiograph_case
+from medmdm.testing.internal.bundles import ct_with_ball, detector_bundle
+from medmdm.testing.internal.dicom_studies import write_ct_series, write_radiograph_dicom
+from medmdm.testing.internal.phantoms import ct_case, radiograph_case
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 QUICK_BUNDLES = REPOSITORY / "build" / "demo_bundles"

@@ -3,8 +3,8 @@
 Held-out positive phantoms (seeds from the ``held_out_seeds`` that the bundle's training recorded in
 its ``configs/metadata.json``, never trained on; negatives skipped) are built in memory and go the way
 inference goes: the study MetaTensor that ``medmdm.io.load_study`` gives for their DICOM
-(:func:`medmdm.testing.dicom_studies.study_image`), the bundle's preprocessing, the explainer, and the
-map mapped back onto the study's grid. Every method explains the lesion class; every metric of
+(:func:`medmdm.testing.internal.dicom_studies.study_image`), the bundle's preprocessing, the explainer,
+and the map mapped back onto the study's grid. Every method explains the lesion class; every metric of
 :mod:`medmdm.evaluation` is computed per case (localisation on the study's grid against the mask,
 faithfulness on the network input). ``mdm-reference`` runs on the first cases only.
 
@@ -59,14 +59,14 @@ from medmdm.evaluation import (
     explain_and_score,
     format_table,
     format_value,
-    method_explainer,
     summarise,
     write_rows,
 )
 from medmdm.evaluation.scores import DIRECTION, lesion_labels
 from medmdm.io import Study
-from medmdm.testing.dicom_studies import study_image
-from medmdm.testing.phantoms import Case, ct_case, radiograph_case
+from medmdm.pipeline import prepare
+from medmdm.testing.internal.dicom_studies import study_image
+from medmdm.testing.internal.phantoms import Case, ct_case, radiograph_case
 from medmdm.writers.atomic import atomic_path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def positive_phantoms(dims: int, bundle: Bundle, count: int, start: int) -> list
         if case.label == LESION_CLASS:
             study = phantom_study(case, dims, seed)
             mask = torch.from_numpy(case.mask != 0)
-            prepared = PreparedCase(str(seed), study, bundle.preprocess(study), mask, LESION_CLASS)
+            prepared = PreparedCase(str(seed), prepare(study, bundle), mask, LESION_CLASS)
             phantoms.append(Phantom(seed, case, prepared))
         seed += 1
     with torch.no_grad():
@@ -239,7 +239,8 @@ def run_bundle(
         results.gallery[f"{phantom.seed}/mask"] = gallery_slice(phantom, phantom.case.mask.astype(float))
     for run, chosen in plan:
         options = {"seed": seed, **bundle.explain_options, **run.options}
-        explainer = method_explainer(run.method, bundle.network, options)
+        taken = explainers.accepted_options(run.method, options)
+        explainer = explainers.create(run.method, bundle.network, taken)
         started = time.perf_counter()
         for first in range(0, len(chosen), batch):
             group = chosen[first : first + batch]

@@ -34,7 +34,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 
 @pytest.fixture(scope="module")
 def cli_case(tmp_path_factory):
-    from medmdm.testing.bundles import ct_with_ball, detector_bundle
+    from medmdm.testing.internal.bundles import ct_with_ball, detector_bundle
 
     folder = tmp_path_factory.mktemp("cli")
     study, _ = ct_with_ball(folder / "ct.nii.gz")
@@ -146,12 +146,12 @@ def test_existing_output_folder_and_overwrite(cli_case, tmp_path, capsys):
 
 def test_internal_error_is_exit_1_and_traceback_only_with_debug(cli_case, tmp_path, capsys, monkeypatch):
     study, bundle = cli_case
-    import medmdm.pipeline as pipeline
+    import medmdm.pipeline.stages as stages
 
     def broken(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(pipeline, "write_preview", broken)
+    monkeypatch.setattr(stages, "write_preview", broken)
     base = ["explain", str(study), "--bundle", str(bundle), "--steps", "5", "--quiet", "--format", "png"]
     assert main([*base, "--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err

@@ -27,7 +27,7 @@ from medmdm.evaluation import (
 )
 from medmdm.io import load_study
 from medmdm.testing import BoxModel, box_image, region_mask
-from medmdm.testing.bundles import DETECTOR_3D_CONFIG, DETECTOR_SOURCE, ct_with_ball, write_bundle
+from medmdm.testing.internal.bundles import DETECTOR_3D_CONFIG, DETECTOR_SOURCE, ct_with_ball, write_bundle
 from medmdm.writers import write_nifti_overlay
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -256,7 +256,7 @@ def test_evaluate_writes_rows_summary_and_table(cases_folder, detector, tmp_path
     gradients = summary["summary"]["integrated_gradients"]
     assert gradients["pointing_game"] == {"mean": 1.0, "std": 0.0, "n": 2}
     assert gradients["deletion_auc"]["n"] == 3 and gradients["samples"]["mean"] > 32
-    assert summary["options"] == {"device": "cpu", "seed": 1}
+    assert summary["options"] == {"device": "cpu", "seed": 1} and summary["failed"] == []
     assert set(summary["grids"]) == {"localisation", "faithfulness"}
 
 
@@ -273,6 +273,35 @@ def test_evaluate_runs_hdm_with_a_manifest_target_and_limit(cases_folder, detect
     assert float(row["samples"]) > 8 and float(row["seconds"]) > 0
     assert row["pointing_game"] == "1"
     assert json.loads((out / "summary.json").read_text())["options"]["steps"] == 8
+
+
+def test_evaluate_records_failed_cases_and_keeps_the_others(cases_folder, detector, tmp_path, capsys):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("a", "c"):  # a 3D case with a ball and one without
+        for suffix in (".nii.gz", "_mask.nii.gz"):
+            (cases / f"{name}{suffix}").write_bytes((cases_folder / f"{name}{suffix}").read_bytes())
+    (cases / "b.nii.gz").write_bytes(b"not a NIfTI file")  # unreadable
+    (cases / "b_mask.nii.gz").write_bytes((cases_folder / "a_mask.nii.gz").read_bytes())
+    flat = np.zeros((30, 20, 1), np.float32)  # a 2D image: the 3D bundle refuses it, for this case only
+    nib.save(nib.Nifti1Image(flat, np.eye(4)), cases / "d.nii.gz")
+    nib.save(nib.Nifti1Image(flat, np.eye(4)), cases / "d_mask.nii.gz")
+    out = tmp_path / "out"
+    code = main(
+        ["evaluate", str(cases), "--bundle", str(detector), "--out", str(out), "--methods", "saliency"]
+    )
+    assert code == 1
+    printed = capsys.readouterr()
+    assert "2 case(s) failed" in printed.out and "| saliency |" in printed.out
+    with (out / "cases.csv").open() as handle:
+        rows = {r["case"]: r for r in csv.DictReader(handle)}
+    assert [rows[c]["status"] for c in "abcd"] == ["ok", "failed", "ok", "failed"]
+    assert rows["a"]["pointing_game"] == "1" and rows["a"]["error"] == ""
+    assert rows["b"]["error"].startswith(f"{cases / 'b.nii.gz'}: ") and "NIfTI" in rows["b"]["error"]
+    assert rows["d"]["error"].startswith(f"{cases / 'd.nii.gz'}: ") and rows["d"]["pointing_game"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(f["case"], f["method"]) for f in summary["failed"]] == [("b", "saliency"), ("d", "saliency")]
+    assert summary["summary"]["saliency"]["deletion_auc"]["n"] == 2
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ from medmdm.explainers.targets import class_logits
 from medmdm.geometry import map_to_source
 from medmdm.io import load_study
 from medmdm.metrics import energy_pointing_game, pointing_game
-from medmdm.testing import radiograph_case, study_image
+from medmdm.testing.internal.dicom_studies import study_image
+from medmdm.testing.internal.phantoms import radiograph_case
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 BUNDLES, STUDIES = SAMPLE_DATA / "bundles", SAMPLE_DATA / "studies"

@@ -28,14 +28,14 @@ import torch
 from train_demo_bundles import parse_bundle, study_transforms
 
 from medmdm.io import Study, load_study
-from medmdm.testing.dicom_studies import write_ct_series, write_radiograph_dicom
-from medmdm.testing.phantoms import Case, ct_case, radiograph_case
+from medmdm.testing.internal.dicom_studies import write_ct_series, write_radiograph_dicom
+from medmdm.testing.internal.phantoms import Case, ct_case, radiograph_case
 from medmdm.writers import atomic_path, write_nifti_image, write_nifti_overlay
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = """# medmdm sample data
 
-Synthetic, for demonstration only: phantoms from `medmdm.testing.phantoms`, no patient data.
+Synthetic, for demonstration only: phantoms from `medmdm.testing.internal.phantoms`, no patient data.
 
 - `bundles/radiograph_lesion_2d`, `bundles/ct_nodule_3d`: two small trained MONAI bundles (lesion /
   no lesion), each with `configs/`, `models/model.pt` and `docs/README.md` (data, preprocessing,

@@ -6,10 +6,10 @@
 
 ``radiograph_lesion_2d`` tells chest radiographs with a lung nodule from those without;
 ``ct_nodule_3d`` does the same for chest CT volumes. Both are small MONAI DenseNets trained on
-:mod:`medmdm.testing.phantoms` cases (training seeds from 0, held-out seeds from 1,000,000).
+:mod:`medmdm.testing.internal.phantoms` cases (training seeds from 0, held-out seeds from 1,000,000).
 
 Every network input is built the way medmdm runs a bundle: the case's study MetaTensor (what
-``medmdm.io.load_study`` returns for its DICOM, :func:`medmdm.testing.dicom_studies.study_image`)
+``medmdm.io.load_study`` returns for its DICOM, :func:`medmdm.testing.internal.dicom_studies.study_image`)
 through the bundle's own parsed ``preprocessing`` without its first two transforms (LoadImaged,
 EnsureChannelFirstd). The run is deterministic for a given thread count.
 
@@ -43,8 +43,8 @@ from medmdm import __version__
 from medmdm.explainers.masks import grid_shape, upsample
 from medmdm.explainers.perturbation import baseline_image, remove
 from medmdm.explainers.targets import class_logits
-from medmdm.testing.dicom_studies import study_image
-from medmdm.testing.phantoms import Case, ct_case, radiograph_case
+from medmdm.testing.internal.dicom_studies import study_image
+from medmdm.testing.internal.phantoms import Case, ct_case, radiograph_case
 from medmdm.writers.atomic import atomic_path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -129,10 +129,11 @@ class Recipe:
     def data_text(self, measured: dict[str, Any]) -> str:
         """The README's training data."""
         first, last = measured["training_seeds"][0], measured["training_seeds"][1] - 1
-        return f"""{measured["training_cases"]} {self.modality} phantoms from `medmdm.testing.phantoms`
-(seeds {first} to {last}), about half with one or two lung nodules of varied size, contrast
-and shape, the others without. Every case may also hold distractors outside the lungs (markers,
-tubes, electrodes, calcifications) that do not decide the label."""
+        return f"""{measured["training_cases"]} {self.modality} phantoms from
+`medmdm.testing.internal.phantoms` (seeds {first} to {last}), about half with one or two lung
+nodules of varied size, contrast and shape, the others without. Every case may also hold
+distractors outside the lungs (markers, tubes, electrodes, calcifications) that do not decide the
+label."""
 
     def network_text(self, measured: dict[str, Any]) -> str:
         """The README's network."""
@@ -546,7 +547,7 @@ def metadata(recipe: Recipe, measured: dict[str, Any]) -> dict[str, Any]:
         "description": recipe.description,
         "authors": "medmdm",
         "copyright": "medmdm, Apache-2.0",
-        "data_source": "synthetic phantoms from medmdm.testing.phantoms; no patient data",
+        "data_source": "synthetic phantoms from medmdm.testing.internal.phantoms; no patient data",
         "data_type": "dicom",
         "image_classes": f"single-channel {recipe.modality} image, {recipe.input_format} intensities",
         "label_classes": prediction["label_classes"],

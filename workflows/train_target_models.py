@@ -46,7 +46,7 @@ from train_demo_bundles import (
 )
 
 from medmdm.testing import PrototypeNet
-from medmdm.testing.phantoms import Case, radiograph_case
+from medmdm.testing.internal.phantoms import Case, radiograph_case
 
 RADIOGRAPH, CT = RECIPES["radiograph_lesion_2d"], RECIPES["ct_nodule_3d"]
 COMMAND = "python workflows/train_target_models.py --models"
@@ -58,7 +58,7 @@ def paired_radiograph_case(seed: int, *, lesions: int | None = None) -> Case:
 
     An even seed is the radiograph phantom of ``seed // 2`` as drawn; the odd seed after it is the
     same phantom without its nodules, or with one nodule when it drew none. ``lesions`` overrides
-    the count, as :func:`~medmdm.testing.phantoms.radiograph_case` takes it.
+    the count, as :func:`~medmdm.testing.internal.phantoms.radiograph_case` takes it.
     """
     anatomy = seed // 2
     if lesions is not None:
@@ -78,13 +78,13 @@ class PairedRecipe(Recipe):
 
     def data_text(self, measured: dict[str, Any]) -> str:
         first, stop = measured["training_seeds"]
-        return f"""{measured["training_cases"]} {self.modality} phantoms from `medmdm.testing.phantoms`, in
-pairs: each anatomy (seeds {first // 2} to {(stop - 1) // 2}) as its seed draws it and again without
-its nodules (with one nodule when the seed drew none), so the two images of a pair differ only at
-the nodules. Half of the images hold one or two lung nodules of varied size, contrast and shape.
-Every case may also hold distractors outside the lungs (markers, tubes, electrodes,
-calcifications) that do not decide the label. The held-out phantoms are drawn as their seeds give
-them, about half with nodules."""
+        return f"""{measured["training_cases"]} {self.modality} phantoms from
+`medmdm.testing.internal.phantoms`, in pairs: each anatomy (seeds {first // 2} to {(stop - 1) // 2})
+as its seed draws it and again without its nodules (with one nodule when the seed drew none), so
+the two images of a pair differ only at the nodules. Half of the images hold one or two lung nodules
+of varied size, contrast and shape. Every case may also hold distractors outside the lungs
+(markers, tubes, electrodes, calcifications) that do not decide the label. The held-out phantoms
+are drawn as their seeds give them, about half with nodules."""
 
 
 def nodule_cells_loss(

@@ -9,8 +9,9 @@ from __future__ import annotations
 from medmdm.batch.discovery import Discovery, StudyInput, discover
 from medmdm.batch.manifest import ManifestRow, StudyRecord, read_manifest, read_results
 from medmdm.batch.progress import BatchSummary
-from medmdm.batch.runner import BatchSettings, StudyWorker, explain_batch, finished_outputs
+from medmdm.batch.runner import explain_batch, finished_outputs
 from medmdm.batch.shard import Shard
+from medmdm.batch.worker import BatchSettings, StudyWorker
 
 __all__ = [
     "BatchSettings",

@@ -3,7 +3,7 @@
 A single worker runs in this process; several run as processes started with the ``spawn`` method (CUDA
 cannot be forked), each with its own bundles and, on the CPU, an equal share of the cores
 (``torch.set_num_threads(cores // workers)``). Every worker runs two threads over
-:meth:`~medmdm.batch.runner.StudyWorker.process`, so the next study is read and preprocessed while the
+:meth:`~medmdm.batch.worker.StudyWorker.process`, so the next study is read and preprocessed while the
 current one is explained, and gets at most two studies at a time from this process's dispatcher. A worker
 process that dies (killed, out of memory) fails the studies it held; the others go on.
 """
@@ -19,12 +19,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from medmdm.batch.discovery import StudyInput
-from medmdm.batch.runner import BatchSettings, RecordSink, StudyWorker, new_record
-from medmdm.errors import OptionError
-from medmdm.pipeline import resolve_device
+from medmdm.batch.sink import RecordSink
+from medmdm.batch.worker import BatchSettings, StudyWorker, new_record
+from medmdm.devices import device_list
 
 STUDIES_PER_WORKER = 2  # one explained, one read and preprocessed meanwhile
 POLL_SECONDS = 0.5
@@ -47,15 +45,7 @@ def worker_devices(devices: str, workers: int | None = None) -> list[str]:
     OptionError
         An unknown or unavailable device.
     """
-    text = devices.strip().lower()
-    if text == "auto":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        listed = [f"cuda:{i}" for i in range(count)] or ["cpu"]
-    else:
-        listed = [str(resolve_device(d.strip())) for d in text.split(",") if d.strip()]
-        if not listed:
-            raise OptionError(f"no device in --devices {devices!r}")
-    listed = [f"{d}:0" if d == "cuda" else d for d in listed]
+    listed = [str(device) for device in device_list(devices)]
     return [listed[i % len(listed)] for i in range(workers or len(listed))]
 
 

@@ -1,6 +1,6 @@
 """The Ray engine: Ray actors that each load the bundles once, on a local Ray instance or a cluster.
 
-Each actor is a :class:`~medmdm.batch.runner.StudyWorker` (the same per-study function and output layout as
+Each actor is a :class:`~medmdm.batch.worker.StudyWorker` (the same per-study function and output layout as
 the local engine) with one GPU where the cluster has GPUs, else an equal share of its CPUs. An actor runs two
 studies at a time (``max_concurrency=2``: one is read and preprocessed while the other is explained) and is
 handed more as they end, so faster nodes do more. An actor that dies (node lost, out of memory) is restarted
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from medmdm.batch.discovery import StudyInput
-from medmdm.batch.runner import BatchSettings, RecordSink, StudyWorker, new_record
+from medmdm.batch.sink import RecordSink
+from medmdm.batch.worker import BatchSettings, StudyWorker, new_record
 from medmdm.errors import OptionError
 
 STUDIES_PER_ACTOR = 2

@@ -29,8 +29,10 @@ def demo_bundle_path(spatial_dims: int) -> Path:
         No demo bundle for that dimensionality, or its folder is missing.
     """
     if spatial_dims not in DEMO_BUNDLES:
-        raise BundleError(f"no demo bundle for {spatial_dims}D studies; pass a bundle")
+        raise BundleError(f"no demo bundle for {spatial_dims}D studies; pass one with --bundle DIR")
     path = demo_bundles_folder() / DEMO_BUNDLES[spatial_dims]
     if not (path / "configs").is_dir():
-        raise BundleError(f"demo bundle {path} not found; pass a bundle, or set {DEMO_BUNDLES_ENV}")
+        raise BundleError(
+            f"demo bundle {path} not found; pass one with --bundle DIR, or set {DEMO_BUNDLES_ENV}"
+        )
     return path

@@ -10,33 +10,25 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from medmdm.cli.common import FORMATS_HELP, add_bundle_arguments, add_method_arguments
+
 
 def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``batch`` subcommand to the ``medmdm`` parser's subparsers."""
-    from medmdm.cli.main import FORMATS_HELP
-
     batch = subparsers.add_parser("batch", help="explain every study of a folder or manifest, resumably")
     batch.add_argument(
         "input",
         help="folder of studies (searched recursively), a DICOM or NIfTI file, or a CSV/JSONL manifest",
     )
     batch.add_argument("--out", metavar="DIR", required=True, help="output folder: one folder per study")
-    batch.add_argument("--bundle", metavar="DIR", help="MONAI Bundle folder (default: the demo bundles)")
-    batch.add_argument(
-        "--bundle-config",
-        metavar="FILE",
-        action="append",
-        help="bundle config file(s) to read instead of configs/inference.json",
-    )
+    add_bundle_arguments(batch, "the demo bundles")
     batch.add_argument("--method", default="hdm", help="explanation method (see `medmdm methods`)")
     batch.add_argument(
         "--target",
         help="K or class:K (as for explain) where the manifest gives none (default: the predicted class)",
     )
     batch.add_argument("--format", dest="formats", metavar="LIST", help=FORMATS_HELP)
-    batch.add_argument("--config", metavar="FILE", help="YAML or JSON file of method options")
-    batch.add_argument("--seed", type=int, help="random seed of the method")
-    batch.add_argument("--steps", type=int, help="optimisation steps per stage (fewer: faster, coarser)")
+    add_method_arguments(batch)
     batch.add_argument("--workers", type=int, help="number of workers (default: one per device)")
     batch.add_argument(
         "--devices",
@@ -65,21 +57,13 @@ def run_batch(args: argparse.Namespace) -> int:
     """The ``batch`` command: 0 all ok or skipped, 1 some failed."""
     from medmdm.batch import BatchSettings, explain_batch
     from medmdm.batch.shard import Shard, local_rank_device, wait_for_every_rank
-    from medmdm.cli.main import parse_target, read_options
+    from medmdm.cli.common import settings_from_args
 
-    options = read_options(args.config)
-    if args.seed is not None:
-        options["seed"] = args.seed
-    if args.steps is not None:
-        options["steps"] = args.steps
-    settings = BatchSettings(
+    batch = BatchSettings(
         out_dir=Path(args.out),
-        method=args.method,
-        options=options,
-        formats=args.formats,
+        settings=settings_from_args(args),
         bundle=Path(args.bundle) if args.bundle else None,
         bundle_config=tuple(args.bundle_config) if args.bundle_config else None,
-        target=parse_target(args.target),
     )
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
     devices = args.devices
@@ -87,7 +71,7 @@ def run_batch(args: argparse.Namespace) -> int:
         devices = local_rank_device() or devices
     summary = explain_batch(
         args.input,
-        settings,
+        batch,
         engine=args.engine,
         devices=devices,
         workers=args.workers,

@@ -1,8 +1,9 @@
 """``medmdm evaluate``: explain a folder of cases with lesion masks, score every map, summarise.
 
-Writes ``cases.csv`` (one row per case and method: every metric, seconds and samples) and
-``summary.json`` (per method and metric: mean, standard deviation and count) into ``--out``, and
-prints a table of the main metrics.
+Writes ``cases.csv`` (one row per case and method, written as each is scored: status, the one-line error of
+a case that failed, every metric, seconds and samples) and ``summary.json`` (per method and metric: mean,
+standard deviation and count over the cases that ran; the failed cases with their errors) into ``--out``,
+and prints a table of the main metrics. A case that fails does not stop the others; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from medmdm import __version__
+from medmdm.cli.common import DEVICE_HELP, add_bundle_arguments, add_method_arguments
 
 OUTPUT_CSV = "cases.csv"
 OUTPUT_JSON = "summary.json"
+ROW_COLUMNS = ("case", "method", "status", "error", "target", "lesions")
 TABLE_COLUMNS = (
     "pointing_game",
     "energy_pointing_game",
@@ -44,21 +47,20 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="folder of studies, each with <study stem>_mask.nii.gz beside it, or a CSV manifest "
         "(study,mask[,target])",
     )
-    evaluate.add_argument("--bundle", metavar="DIR", required=True, help="MONAI Bundle folder")
+    add_bundle_arguments(evaluate, required=True)
     evaluate.add_argument(
         "--methods", default="hdm", metavar="LIST", help="comma-separated methods (default: hdm)"
     )
     evaluate.add_argument("--out", metavar="DIR", required=True, help="output folder")
     evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate the first N cases only")
-    evaluate.add_argument("--steps", type=int, metavar="N", help="step budget of the methods that have one")
-    evaluate.add_argument("--seed", type=int, metavar="N", help="random seed of the methods")
+    add_method_arguments(evaluate)
     evaluate.add_argument(
         "--target",
         type=int,
         metavar="K",
         help="class index to explain where the manifest gives none (default: the predicted class)",
     )
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     evaluate.add_argument("--quiet", action="store_true", help="print nothing but errors")
     evaluate.add_argument("--debug", action="store_true", help="print tracebacks")
@@ -66,19 +68,22 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """The ``evaluate`` command; returns the exit code (errors raise, for ``main`` to report)."""
+    """The ``evaluate`` command: 0 when every case ran, 1 when some failed (errors raise, for ``main``)."""
     from medmdm.bundle import load_bundle
+    from medmdm.cli.common import method_options
+    from medmdm.devices import resolve_device
     from medmdm.errors import OptionError
     from medmdm.evaluation import (
         DIRECTION,
         METRICS,
-        evaluate_cases,
+        RowLog,
         find_cases,
         format_table,
+        iter_evaluation,
         summarise,
-        write_rows,
     )
-    from medmdm.pipeline import check_out_dir, resolve_device
+    from medmdm.pipeline import check_out_dir
+    from medmdm.settings import settings_for_methods
     from medmdm.writers import write_report
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -88,39 +93,43 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise OptionError(f"--limit must be at least 1, got {args.limit}")
     if args.target is not None and args.target < 0:
         raise OptionError(f"--target must be a class index >= 0, got {args.target}")
+    options = method_options(args)
+    settings = settings_for_methods(methods, options, device=args.device)
     out = check_out_dir(args.out, args.overwrite)
-    options: dict[str, Any] = {"device": resolve_device(args.device)}
-    if args.seed is not None:
-        options["seed"] = args.seed
-    if args.steps is not None:
-        options["steps"] = args.steps
-
     cases = find_cases(args.cases)[: args.limit]
     cases = [replace(case, target=args.target) if case.target is None else case for case in cases]
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, config_files=args.bundle_config)
     log = None if args.quiet else _print_to_stderr
-    rows = evaluate_cases(cases, bundle, methods, options=options, log=log)
 
-    columns = ["case", "method", "target", "lesions", *METRICS]
-    summary = summarise(rows, METRICS)
-    without = sorted({row["case"] for row in rows if row["lesions"] == 0})
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with RowLog(out / OUTPUT_CSV, [*ROW_COLUMNS, *METRICS]) as csv_rows:
+        for row in iter_evaluation(cases, bundle, settings, log=log):
+            csv_rows.write(row)
+            rows.append(row)
+    ran = [row for row in rows if row["status"] == "ok"]
+    failed = [{k: row[k] for k in ("case", "method", "error")} for row in rows if row["status"] == "failed"]
+    summary = summarise(ran, METRICS)
+    without = sorted({row["case"] for row in ran if row["lesions"] == 0})
     notes = []
     if without:
         notes.append(
             f"{len(without)} case(s) without a lesion (an empty or no mask): localisation metrics "
             f"skipped (NaN) for {', '.join(without)}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    write_rows(rows, out / OUTPUT_CSV, columns)
+    if failed:
+        notes.append(f"{len({f['case'] for f in failed})} case(s) failed; see 'failed' and {OUTPUT_CSV}")
     report = {
         "medmdm_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cases_source": str(args.cases),
         "cases": len(cases),
         "cases_without_lesion": without,
+        "failed": failed,
         "bundle": bundle.summary(),
         "methods": methods,
-        "options": {key: str(value) if key == "device" else value for key, value in options.items()},
+        "options": {**options, "device": str(resolve_device(args.device))},
+        "settings": [s.summary() for s in settings],
         "grids": GRIDS,
         "directions": dict(DIRECTION),
         "summary": summary,
@@ -132,7 +141,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print(f"wrote {OUTPUT_CSV} ({len(rows)} rows) and {OUTPUT_JSON} to {out}")
-    return 0
+    return 1 if failed else 0
 
 
 def _print_to_stderr(line: str) -> None:

@@ -4,9 +4,11 @@
 
     from medmdm.bundle import load_bundle
     from medmdm.evaluation import METRICS, evaluate_cases, find_cases, summarise
+    from medmdm.settings import settings_for_methods
 
-    rows = evaluate_cases(find_cases("cases/"), load_bundle("bundle/"), ["hdm", "gradcam"])
-    summary = summarise(rows, METRICS)
+    settings = settings_for_methods(["hdm", "gradcam"], {"seed": 0})
+    rows = evaluate_cases(find_cases("cases/"), load_bundle("bundle/"), settings)
+    summary = summarise([row for row in rows if row["status"] == "ok"], METRICS)
 
 Localisation metrics are computed on the study's own grid against its mask, after the map is mapped
 back through the affines; faithfulness metrics on the network input, the model's own grid (see
@@ -21,7 +23,7 @@ from medmdm.evaluation.run import (
     ScoredBatch,
     evaluate_cases,
     explain_and_score,
-    method_explainer,
+    iter_evaluation,
     prepare_case,
 )
 from medmdm.evaluation.scores import (
@@ -34,7 +36,7 @@ from medmdm.evaluation.scores import (
     lesion_labels,
     localisation_scores,
 )
-from medmdm.evaluation.summary import format_table, format_value, summarise, write_rows
+from medmdm.evaluation.summary import RowLog, format_table, format_value, summarise, write_rows
 
 __all__ = [
     "COST_METRICS",
@@ -44,6 +46,7 @@ __all__ = [
     "METRICS",
     "EvaluationCase",
     "PreparedCase",
+    "RowLog",
     "ScoredBatch",
     "evaluate_cases",
     "explain_and_score",
@@ -51,10 +54,10 @@ __all__ = [
     "find_cases",
     "format_table",
     "format_value",
+    "iter_evaluation",
     "lesion_labels",
     "load_mask",
     "localisation_scores",
-    "method_explainer",
     "prepare_case",
     "read_manifest",
     "summarise",

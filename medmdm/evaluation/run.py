@@ -1,15 +1,16 @@
 """Running explainers over cases and scoring every map: the engine of ``medmdm evaluate`` and of
 ``benchmarks/quality.py``.
 
-Each case goes the way inference does (:mod:`medmdm.pipeline`): the study is read, the bundle's
-preprocessing makes the network input, the explainer explains it, and the map is mapped back onto
-the study's grid. Localisation is scored there against the mask; faithfulness on the network input
-(see :mod:`medmdm.evaluation.scores`).
+Each case goes through the stages inference uses (:mod:`medmdm.pipeline.stages`): the study is read, the
+bundle's preprocessing makes the network input, the explainer explains it, and the map is mapped back onto
+the study's grid. Localisation is scored there against the mask; faithfulness on the network input (see
+:mod:`medmdm.evaluation.scores`). A case that fails is recorded with its one-line error, and the others go
+on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,15 +18,16 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medmdm import explainers
 from medmdm.bundle import Bundle
-from medmdm.errors import InputError, ModelError
+from medmdm.devices import resolve_device
+from medmdm.errors import MedmdmError, one_line
 from medmdm.evaluation.cases import EvaluationCase, load_mask
 from medmdm.evaluation.scores import faithfulness_scores, lesion_labels, localisation_scores
-from medmdm.explainers.base import Explainer, Explanation, accepted_options, frozen
+from medmdm.explainers.base import Explainer, Explanation, frozen
 from medmdm.explainers.perturbation import BaselineKind
-from medmdm.geometry import map_to_source
-from medmdm.io import Study, load_study
+from medmdm.io import Study
+from medmdm.pipeline import PreparedStudy, explain, make_explainer, map_back, prepare, read
+from medmdm.settings import Settings
 
 Row = dict[str, Any]
 
@@ -38,10 +40,8 @@ class PreparedCase:
     ----------
     name : str
         Shown in the rows.
-    study : Study
-        The study as read; its grid is where localisation is scored.
-    network_input : monai.data.MetaTensor
-        (1, C, *spatial) the bundle's preprocessing of the study, with its affine.
+    prepared : PreparedStudy
+        The study as read and its network input; the study's grid is where localisation is scored.
     mask : torch.Tensor
         (*source_spatial) bool lesion mask on the study's grid.
     target : int or None
@@ -49,10 +49,19 @@ class PreparedCase:
     """
 
     name: str
-    study: Study
-    network_input: MetaTensor
+    prepared: PreparedStudy
     mask: torch.Tensor
     target: int | None = None
+
+    @property
+    def study(self) -> Study:
+        """The study as read."""
+        return self.prepared.study
+
+    @property
+    def network_input(self) -> MetaTensor:
+        """(1, C, *spatial) the bundle's preprocessing of the study, with its affine."""
+        return self.prepared.network_input
 
     @property
     def lesions(self) -> int:
@@ -67,8 +76,8 @@ class ScoredBatch:
     Attributes
     ----------
     rows : list of dict
-        One row per case: ``case``, ``method``, ``target``, ``lesions``, every metric, ``seconds``
-        and ``samples`` (the batch's, divided by the number of cases).
+        One row per case: ``case``, ``method``, ``status`` (``"ok"``), ``target``, ``lesions``, every
+        metric, ``seconds`` and ``samples`` (the batch's, divided by the number of cases).
     explanation : Explanation
         The explainer's record of the batch, on the network grid.
     source_maps : list of torch.Tensor
@@ -86,20 +95,12 @@ def prepare_case(case: EvaluationCase, bundle: Bundle) -> PreparedCase:
     Raises
     ------
     InputError
-        An unreadable study or mask, a mask off the study's grid, a failing preprocessing.
+        An unreadable study or mask, a mask off the study's grid, a study the bundle does not take, a failing
+        preprocessing.
     """
-    study = load_study(case.study)
+    study = read(case.study)
     mask = load_mask(case.mask, study)
-    return PreparedCase(case.name, study, bundle.preprocess(study), mask, case.target)
-
-
-def method_explainer(method: str, model: nn.Module, options: dict[str, Any]) -> Explainer:
-    """``explainers.create(method, model, ...)`` with those of ``options`` the method takes.
-
-    ``seed``, ``device`` and the like go to every method; ``steps`` only to the methods that have
-    a step budget (the mask optimisers, and the integration points of integrated gradients).
-    """
-    return explainers.create(method, model, **accepted_options(method, options))
+    return PreparedCase(case.name, prepare(study, bundle), mask, case.target)
 
 
 def explain_and_score(
@@ -126,13 +127,11 @@ def explain_and_score(
     ScoredBatch
     """
     model = explainer.model
-    x = torch.cat([case.network_input.as_tensor().float() for case in cases])
-    explanation = explainer.explain(x, target=_targets(model, x, cases))
+    prepared = [case.prepared for case in cases]
+    x = torch.cat([p.network_input.as_tensor().float() for p in prepared])
+    explanation = explain(explainer, prepared, _targets(model, x, cases))
     targets = explanation.target.tolist()
-    source_maps = [
-        map_to_source(explanation.map[i], case.network_input[0], case.study.image)
-        for i, case in enumerate(cases)
-    ]
+    source_maps = map_back(explanation, prepared)
     with frozen(model, explainer.device):  # score on the explainer's device, then move the model back
         faithfulness = faithfulness_scores(
             model, x, explanation.map, targets, deletion_baseline=deletion_baseline
@@ -145,6 +144,7 @@ def explain_and_score(
             {
                 "case": case.name,
                 "method": method or explanation.method,
+                "status": "ok",
                 "target": int(targets[i]),
                 "lesions": case.lesions,
                 **{name: float(values[0]) for name, values in localisation.items()},
@@ -168,59 +168,91 @@ def _targets(model: nn.Module, x: torch.Tensor, cases: Sequence[PreparedCase]) -
     return wanted
 
 
-def evaluate_cases(
+def iter_evaluation(
     cases: Sequence[EvaluationCase],
     bundle: Bundle,
-    methods: Sequence[str],
+    settings: Sequence[Settings],
     *,
-    options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
-) -> list[Row]:
-    """Explain every case with every method, one case at a time, and score each map.
+) -> Iterator[Row]:
+    """Explain every case with every method, one case at a time, and yield each row as it is scored.
+
+    A case that fails (an unreadable study or mask, a study the bundle does not take, a model that fails on
+    it) gives one ``"failed"`` row per method with the one-line ``error``, and the next case goes on.
 
     Parameters
     ----------
     cases : sequence of EvaluationCase
         From :func:`medmdm.evaluation.find_cases`.
     bundle : Bundle
-        The classifier and its preprocessing.
-    methods : sequence of str
-        Registered explainers.
-    options : dict, optional
-        Options for every method that takes them (``seed``, ``steps``, ``device``...).
+        The network and its preprocessing.
+    settings : sequence of Settings
+        One per method (see :func:`medmdm.settings.settings_for_methods`); their device is used.
     log : callable, optional
         Receives a line after each case and method.
+
+    Raises
+    ------
+    OptionError, ModelError
+        A method that cannot be made for the bundle's network, before any case is read.
+    """
+    made = [
+        (each, make_explainer(each, bundle, resolve_device(each.device)), _deletion_baseline(each, bundle))
+        for each in settings
+    ]
+    for number, case in enumerate(cases, start=1):
+        where = f"[{number}/{len(cases)}] {case.name}"
+        try:
+            prepared = prepare_case(case, bundle)
+        except Exception as error:  # a case that cannot be read is recorded, and the others go on
+            for method_settings, _, _ in made:
+                yield _failed(case, method_settings.method, error)
+            if log is not None:
+                log(f"{where}: failed: {_message(error)}")
+            continue
+        for method_settings, explainer, deletion_baseline in made:
+            method = method_settings.method
+            try:
+                row = explain_and_score(explainer, [prepared], method, deletion_baseline).rows[0]
+            except Exception as error:  # recorded in the row; the run goes on
+                row = _failed(case, method, error)
+            if log is not None and row["status"] == "ok":
+                cost = f"{row['seconds']:.1f} s, {row['samples']:.0f} samples"
+                log(f"{where}: {method}, class {row['target']}, {cost}")
+            elif log is not None:
+                log(f"{where}: {method}, failed: {row['error']}")
+            yield row
+
+
+def evaluate_cases(
+    cases: Sequence[EvaluationCase],
+    bundle: Bundle,
+    settings: Sequence[Settings],
+    *,
+    log: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """Every row of :func:`iter_evaluation`, as a list.
 
     Returns
     -------
     list of dict
-        One row per case and method (see :class:`ScoredBatch`).
-
-    Raises
-    ------
-    OptionError
-        An unknown method or option, before any case is read.
-    InputError
-        A case that cannot be read, named in the message.
-    ModelError
-        The bundle's network fails, or a method cannot explain it.
+        One row per case and method (see :class:`ScoredBatch`; failed cases have ``status`` ``"failed"``
+        and an ``error``).
     """
-    chosen = {**bundle.explain_options, **(options or {})}
-    made = {method: method_explainer(method, bundle.network, chosen) for method in methods}
-    deletion_baseline = chosen.get("baseline", "mean")
-    rows: list[Row] = []
-    for number, case in enumerate(cases, start=1):
-        prepared = prepare_case(case, bundle)
-        for method, explainer in made.items():
-            try:
-                batch = explain_and_score(explainer, [prepared], method, deletion_baseline)
-            except (ModelError, InputError) as error:
-                raise type(error)(f"{case.study}: {method}: {error}") from error
-            rows.extend(batch.rows)
-            if log is not None:
-                row = batch.rows[0]
-                log(
-                    f"[{number}/{len(cases)}] {case.name}: {method}, class {row['target']}, "
-                    f"{row['seconds']:.1f} s, {row['samples']:.0f} samples"
-                )
-    return rows
+    return list(iter_evaluation(cases, bundle, settings, log=log))
+
+
+def _deletion_baseline(settings: Settings, bundle: Bundle) -> BaselineKind:
+    """What the deletion curve removes with: the method's baseline, else the bundle's, else the mean."""
+    return settings.options.get("baseline", bundle.explain_options.get("baseline", "mean"))
+
+
+def _message(error: BaseException) -> str:
+    return " ".join(str(error).split()) if isinstance(error, MedmdmError) else one_line(error)
+
+
+def _failed(case: EvaluationCase, method: str, error: BaseException) -> Row:
+    message = _message(error)
+    if str(case.study) not in message:
+        message = f"{case.study}: {message}"
+    return {"case": case.name, "method": method, "status": "failed", "error": message, "target": case.target}

@@ -1,4 +1,5 @@
-"""Per-case rows to summaries: mean, standard deviation and count per method and metric; CSV and tables."""
+"""Per-case rows to summaries: mean, standard deviation and count per method and metric; CSV files (whole,
+or a row at a time) and tables."""
 
 from __future__ import annotations
 
@@ -116,3 +117,39 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float):
         return "" if not math.isfinite(value) else f"{value:.6g}"
     return value
+
+
+class RowLog:
+    """A CSV file that gets each row as it is scored, flushed at once, so a stopped run keeps its finished
+    rows.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file (replaced).
+    columns : sequence of str
+        Its columns; a row's missing columns are empty cells.
+    """
+
+    def __init__(self, path: str | Path, columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self._handle = self.path.open("w", newline="")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(self.columns)
+        self._handle.flush()
+
+    def write(self, row: Row) -> None:
+        """Append one row."""
+        self._writer.writerow([_cell(row.get(column, "")) for column in self.columns])
+        self._handle.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+    def __enter__(self) -> RowLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

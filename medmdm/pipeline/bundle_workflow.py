@@ -8,9 +8,11 @@ medmdm ships a config (:data:`EXPLAIN_CONFIG`) that is read after a bundle's own
 
 Its ``run`` step builds the bundle's ``network_def`` and ``preprocessing`` as MONAI parsed them, loads the
 weights as :func:`medmdm.bundle.load_bundle` does, and calls :func:`medmdm.pipeline.explain_study`, so the
-outputs are those of ``medmdm explain study.dcm --bundle DIR --out out``. Settings are overridden with
-``--medmdm#method dm``, ``--medmdm#options#seed 0``, ``--medmdm#formats nifti,png,json``,
-``--medmdm#target 1``, ``--medmdm#overwrite true``.
+outputs are those of ``medmdm explain study.dcm --bundle DIR --out out``. The ``medmdm`` section holds
+:class:`medmdm.settings.Settings` (``method``, ``options``, ``formats``, ``device``, ``target``) and
+``overwrite`` and ``allow_random_weights``; override them with ``--medmdm#method dm``,
+``--medmdm#options#seed 0``, ``--medmdm#formats nifti,png,json``, ``--medmdm#target 1``,
+``--medmdm#overwrite true``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ from typing import Any
 import torch
 
 from medmdm.bundle.loader import assemble_bundle
+from medmdm.errors import OptionError
+from medmdm.pipeline.report import study_report
+from medmdm.pipeline.study import explain_study
+from medmdm.settings import Settings
 
 EXPLAIN_CONFIG = Path(__file__).resolve().parent / "configs" / "explain.json"
-SETTINGS = ("method", "target", "options", "formats", "device", "overwrite", "allow_random_weights")
+RUN_SETTINGS = ("overwrite", "allow_random_weights")
 
 
 def explain_in_bundle_run(
@@ -50,7 +56,8 @@ def explain_in_bundle_run(
     output_dir : str
         Output folder (``--output_dir``).
     settings : dict, optional
-        ``method``, ``target``, ``options``, ``formats``, ``device``, ``overwrite``, ``allow_random_weights``.
+        The ``medmdm`` section: :class:`~medmdm.settings.Settings` fields, ``overwrite`` and
+        ``allow_random_weights``.
     series_uid : str, optional
         The series to read from a folder holding several.
 
@@ -59,31 +66,20 @@ def explain_in_bundle_run(
     dict
         The report written to ``report.json``.
     """
-    from medmdm.errors import OptionError
-    from medmdm.pipeline import explain_study
-
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise OptionError(f"unknown medmdm settings {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
+    section = dict(settings or {})
+    run = {name: bool(section.pop(name, False)) for name in RUN_SETTINGS}
+    explain_settings = Settings.from_mapping(section, where="medmdm settings (--medmdm#...)")
     if not study:
         raise OptionError("no study given: add --study PATH")
     bundle = assemble_bundle(
-        bundle_root,
-        network,
-        preprocessing,
-        allow_random_weights=bool(settings.get("allow_random_weights", False)),
+        bundle_root, network, preprocessing, allow_random_weights=run["allow_random_weights"]
     )
     result = explain_study(
         study,
         bundle,
         output_dir,
-        method=settings.get("method", "hdm"),
-        target=settings.get("target"),
-        options=settings.get("options") or {},
-        formats=settings.get("formats"),
-        device=settings.get("device", "auto"),
+        settings=explain_settings,
         series_uid=series_uid,
-        overwrite=bool(settings.get("overwrite", False)),
+        overwrite=run["overwrite"],
     )
-    return result.report
+    return study_report(result)

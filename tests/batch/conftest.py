@@ -11,15 +11,15 @@ import torch
 
 from medmdm.batch.discovery import content_key
 from medmdm.io import list_series
-from medmdm.testing.bundles import (
+from medmdm.testing.internal.bundles import (
     DETECTOR_3D_CONFIG,
     DETECTOR_SOURCE,
     ct_with_ball,
     detector_bundle,
     write_bundle,
 )
-from medmdm.testing.dicom_studies import write_ct_series
-from medmdm.testing.phantoms import ct_case
+from medmdm.testing.internal.dicom_studies import write_ct_series
+from medmdm.testing.internal.phantoms import ct_case
 
 FAST = ["--steps", "5", "--format", "nifti", "--quiet"]  # nifti + report.json: no matplotlib, no DICOM
 

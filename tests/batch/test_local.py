@@ -27,7 +27,7 @@ from medmdm.bundle import load_bundle
 from medmdm.cli.main import main
 from medmdm.errors import OptionError
 from medmdm.pipeline import explain_study
-from medmdm.testing.bundles import ct_with_ball
+from medmdm.testing.internal.bundles import ct_with_ball
 from tests.batch.conftest import FAST, Archive, crashing_once_bundle
 
 
@@ -78,7 +78,8 @@ def test_a_batch_writes_what_explain_study_writes(
         )
         np.testing.assert_array_equal(batched.affine, nib.load(alone.out_dir / "saliency.nii.gz").affine)
         report = json.loads((out / key / "report.json").read_text())
-        assert report["target"] == alone.report["target"] and report["model"] == alone.report["model"]
+        alone_report = json.loads((alone.out_dir / "report.json").read_text())
+        assert report["target"] == alone_report["target"] and report["model"] == alone_report["model"]
 
 
 def test_every_broken_study_is_failed_with_its_error(archive: Archive, first_run: tuple[int, Path]) -> None:

@@ -12,11 +12,12 @@ import pytest
 
 from medmdm.batch import BatchSettings, explain_batch, read_results
 from medmdm.errors import OptionError
+from medmdm.settings import Settings
 from tests.batch.conftest import Archive, crashing_once_bundle
 
 ray = pytest.importorskip("ray")
 
-OPTIONS = {"steps": 5, "seed": 3}
+SETTINGS = Settings(options={"steps": 5, "seed": 3}, formats="nifti")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def studies(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(studies: Path, archive: Archive, out: Path, **engine: object) -> list[dict]:
-    settings = BatchSettings(out_dir=out, options=OPTIONS, formats="nifti", bundle=archive.bundle)
+    settings = BatchSettings(out_dir=out, settings=SETTINGS, bundle=archive.bundle)
     summary = explain_batch(studies, settings, progress=False, **engine)
     assert summary.exit_code == 1  # scan.nii.gz is not NIfTI
     return sorted(read_results(out / "results.jsonl"), key=lambda r: r["key"])
@@ -63,7 +64,7 @@ def test_ray_writes_the_maps_of_the_local_engine(
 
 def test_a_study_whose_actor_died_is_retried(ray_session, archive: Archive, tmp_path: Path) -> None:
     bundle = crashing_once_bundle(tmp_path)
-    settings = BatchSettings(out_dir=tmp_path / "out", options=OPTIONS, formats="nifti", bundle=bundle)
+    settings = BatchSettings(out_dir=tmp_path / "out", settings=SETTINGS, bundle=bundle)
     summary = explain_batch(archive.root / "ball_a.nii.gz", settings, engine="ray", retries=1, progress=False)
     assert (tmp_path / "crashed").exists()  # the first actor ran the network and died
     assert [r.status for r in summary.records] == ["ok"]

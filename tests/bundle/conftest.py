@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medmdm.testing.bundles import detector_bundle as write_detector_bundle
+from medmdm.testing.internal.bundles import detector_bundle as write_detector_bundle
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from medmdm.bundle import load_bundle
 from medmdm.errors import BundleError, ModelError
 from medmdm.io import load_study
 from medmdm.pipeline import explain_study
-from medmdm.testing.bundles import DETECTOR_3D_CONFIG, DETECTOR_SOURCE, ct_with_ball, write_bundle
+from medmdm.testing.internal.bundles import DETECTOR_3D_CONFIG, DETECTOR_SOURCE, ct_with_ball, write_bundle
 
 MODEL_ZOO_YAML = textwrap.dedent(
     """
@@ -158,8 +158,8 @@ def test_model_zoo_bundle_explains_a_2d_study(tmp_path):
         method="saliency",
     )
     assert tuple(result.saliency.shape) == (64, 56)
-    assert result.report["target"]["index"] == 2 and result.report["target"]["name"] == "malignant"
-    assert result.report["model"]["name"] == "zoo_classifier"
+    assert result.target.index == 2 and result.target.name == "malignant"
+    assert result.bundle.name == "zoo_classifier"
 
 
 def test_scripts_of_two_bundles_do_not_mix(tmp_path):
@@ -286,14 +286,14 @@ def test_bundle_explain_options_apply_to_the_methods_that_take_them(detector_bun
     assert bundle.explain_options == {"baseline": "blur", "blur_sigma": 2.0}
     assert bundle.summary()["explain_options"] == bundle.explain_options
     path, _ = ct_with_ball(tmp_path / "ct.nii.gz")
-    report = explain_study(path, bundle, tmp_path / "hdm", options={"steps": 3}, formats="json").report
-    assert report["method"]["options"]["baseline"] == "blur"
-    assert report["method"]["options"]["blur_sigma"] == 2.0
+    result = explain_study(path, bundle, tmp_path / "hdm", options={"steps": 3}, formats="json")
+    assert result.explanation.options["baseline"] == "blur"
+    assert result.explanation.options["blur_sigma"] == 2.0
     given = {"steps": 3, "baseline": "mean"}  # the user's options win
-    report = explain_study(path, bundle, tmp_path / "mean", options=given, formats="json").report
-    assert report["method"]["options"]["baseline"] == "mean"
-    report = explain_study(path, bundle, tmp_path / "sal", method="saliency", formats="json").report
-    assert "baseline" not in report["method"]["options"]  # saliency has no baseline: left out
+    result = explain_study(path, bundle, tmp_path / "mean", options=given, formats="json")
+    assert result.explanation.options["baseline"] == "mean"
+    result = explain_study(path, bundle, tmp_path / "sal", method="saliency", formats="json")
+    assert "baseline" not in result.explanation.options  # saliency has no baseline: left out
 
     metadata["medmdm"] = {"explain_options": ["baseline", "blur"]}
     metadata_path.write_text(json.dumps(metadata))

@@ -11,8 +11,9 @@ import torch
 
 from medmdm.bundle import load_bundle
 from medmdm.errors import InputError, OptionError
-from medmdm.pipeline import explain_study, parse_formats
-from medmdm.testing.bundles import ct_with_ball, detector_bundle
+from medmdm.pipeline import explain_study
+from medmdm.settings import Settings
+from medmdm.testing.internal.bundles import ct_with_ball, detector_bundle
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +64,12 @@ def test_outputs_and_report(case):
 
 def test_failed_write_leaves_no_folder(case, tmp_path, monkeypatch):
     path, _, bundle, _ = case
-    import medmdm.pipeline as pipeline
+    import medmdm.pipeline.stages as stages
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "write_preview", broken)
+    monkeypatch.setattr(stages, "write_preview", broken)
     with pytest.raises(OSError, match="disk full"):
         explain_study(path, bundle, tmp_path / "out", options={"seed": 0, "steps": 5})
     assert list(tmp_path.iterdir()) == []
@@ -89,9 +90,9 @@ def test_existing_output_needs_overwrite(case, tmp_path):
 
 def test_formats(case):
     *_, result = case
-    assert parse_formats("png, json", result.study) == ("png", "json")
+    assert Settings(formats="png, json").formats_for(result.study) == ("png", "json")
     with pytest.raises(OptionError, match="unknown output format tiff"):
-        parse_formats("nifti,tiff", result.study)
+        Settings(formats="nifti,tiff")
     with pytest.raises(InputError, match="need a DICOM study"):
-        parse_formats("dicom-pm", result.study)
-    assert "dicom-pm" not in parse_formats(None, result.study)
+        Settings(formats="dicom-pm").formats_for(result.study)
+    assert "dicom-pm" not in Settings().formats_for(result.study)

@@ -12,10 +12,10 @@ import SimpleITK as sitk
 
 from medmdm.bundle import load_bundle
 from medmdm.pipeline import explain_study
-from medmdm.testing.bundles import detector_bundle
-from medmdm.testing.dicom_studies import write_ct_series
-from medmdm.testing.dicom_validation import dciodvfy_available, validate_dicom
-from medmdm.testing.phantoms import ct_case
+from medmdm.testing.internal.bundles import detector_bundle
+from medmdm.testing.internal.dicom_studies import write_ct_series
+from medmdm.testing.internal.dicom_validation import dciodvfy_available, validate_dicom
+from medmdm.testing.internal.phantoms import ct_case
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def test_every_format_is_written_and_listed(series_result):
 @pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
 def test_dicom_outputs_pass_dciodvfy(series_result):
     _, result = series_result
-    for item in result.report["outputs"]:
-        if item["kind"].startswith("dicom"):
-            assert validate_dicom(result.out_dir / item["path"]) == [], item["path"]
+    for output in result.outputs:
+        if output.kind.startswith("dicom"):
+            assert validate_dicom(result.out_dir / output.path) == [], output.path
 
 
 def test_nifti_overlay_matches_the_source_series_in_simpleitk(series_result):

@@ -23,7 +23,7 @@ from pydicom.uid import ComputedRadiographyImageStorage, CTImageStorage, Explici
 
 from medmdm import __version__
 from medmdm.errors import InputError
-from medmdm.testing.phantoms import CT_RANGE, RADIOGRAPH_MAX, Case
+from medmdm.testing.internal.phantoms import CT_RANGE, RADIOGRAPH_MAX, Case
 from medmdm.writers.atomic import atomic_path
 
 PATIENT_NAME = "ANON^MEDMDM"
@@ -94,7 +94,7 @@ def write_radiograph_dicom(case: Case, path: str | Path, *, seed: int = 0) -> Pa
     Parameters
     ----------
     case : Case
-        A radiograph from :func:`medmdm.testing.phantoms.radiograph_case`: ``(W, H)`` integer counts.
+        A radiograph from :func:`medmdm.testing.internal.phantoms.radiograph_case`: ``(W, H)`` integer counts.
     path : str or Path
         The file to write (atomically); its folder must exist.
     seed : int
@@ -141,7 +141,7 @@ def write_ct_series(case: Case, folder: str | Path, *, seed: int = 0, shuffle: b
     Parameters
     ----------
     case : Case
-        A volume from :func:`medmdm.testing.phantoms.ct_case`: ``(X, Y, Z)`` integer HU.
+        A volume from :func:`medmdm.testing.internal.phantoms.ct_case`: ``(X, Y, Z)`` integer HU.
     folder : str or Path
         Created if absent; must hold no file.
     seed : int

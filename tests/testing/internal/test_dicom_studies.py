@@ -12,15 +12,15 @@ from pydicom import dcmread
 
 from medmdm.errors import InputError
 from medmdm.io import load_study
-from medmdm.testing.dicom_studies import (
+from medmdm.testing.internal.dicom_studies import (
     PATIENT_NAME,
     study_affine,
     study_image,
     write_ct_series,
     write_radiograph_dicom,
 )
-from medmdm.testing.dicom_validation import dciodvfy_available, validate_dicom
-from medmdm.testing.phantoms import ct_case, radiograph_case
+from medmdm.testing.internal.dicom_validation import dciodvfy_available, validate_dicom
+from medmdm.testing.internal.phantoms import ct_case, radiograph_case
 from medmdm.writers import write_nifti_image, write_nifti_overlay
 
 

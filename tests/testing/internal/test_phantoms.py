@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from medmdm.errors import InputError
-from medmdm.testing.phantoms import Case, ct_case, radiograph_case
+from medmdm.testing.internal.phantoms import Case, ct_case, radiograph_case
 
 PHANTOMS = {"radiograph": radiograph_case, "ct": ct_case}
 

@@ -1,0 +1,64 @@
+"""``report.json``: the serialisation of a :class:`~medmdm.pipeline.result.StudyResult`, made here once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medmdm import __version__
+from medmdm.pipeline.result import StudyResult
+from medmdm.writers import write_report
+from medmdm.writers.report import package_versions
+
+REPORT_NAME = "report.json"
+RESEARCH_ONLY = "Model explanation for research; not for diagnosis."
+
+
+def study_report(result: StudyResult) -> dict[str, Any]:
+    """The JSON-ready report of one explained study."""
+    study, summary = result.study, result.explanation.summary()
+    target = result.target
+    return {
+        "medmdm_version": __version__,
+        "created": result.created.isoformat(timespec="seconds"),
+        "research_only": RESEARCH_ONLY,
+        "input": {
+            "path": str(study.path),
+            "kind": study.kind,
+            "series_uid": study.series_uid,
+            "modality": study.modality,
+            "description": study.description,
+            "size": list(study.size),
+            "spacing": [round(s, 6) for s in study.spacing],
+            "orientation": study.orientation,
+            "channels": int(study.image.shape[0]),
+        },
+        "model": {**result.bundle.summary(), "input_shape": list(result.network_shape)},
+        "method": {"name": result.explanation.method, "options": summary["options"]},
+        "target": {
+            "kind": target.kind,
+            "index": target.index,
+            "name": target.name,
+            **target.details,
+            "score_original": summary["score_original"][0],
+            "score_masked": summary["score_masked"][0],
+            "score_remaining": summary["score_remaining"][0],
+            "score_baseline": summary["score_baseline"][0],
+        },
+        "explanation": {
+            "samples": summary["samples"],
+            "steps": summary["steps"][0] if summary["steps"] else None,
+            "levels": summary["levels"],
+            "seconds": round(summary["seconds"], 4),
+        },
+        "device": str(result.device),
+        "environment": package_versions(),
+        "warnings": list(result.warnings),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "outputs": [{"path": o.path, "kind": o.kind} for o in result.outputs],
+    }
+
+
+def write_study_report(result: StudyResult, folder: Path) -> Path:
+    """Write ``report.json`` of ``result`` into ``folder`` (atomically)."""
+    return write_report(study_report(result), folder / REPORT_NAME)

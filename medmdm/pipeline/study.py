@@ -1,0 +1,180 @@
+"""Explaining one study with one bundle, from the study's path to its output folder: the stages of
+:mod:`medmdm.pipeline.stages` composed.
+
+Outputs are written into a hidden staging folder beside ``out_dir`` that is renamed to ``out_dir`` only when
+everything is written (:mod:`medmdm.pipeline.output_folder`): a failed study leaves no output folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medmdm import explainers
+from medmdm.bundle import Bundle, demo_bundle_path, load_bundle
+from medmdm.devices import resolve_device
+from medmdm.errors import OptionError
+from medmdm.explainers import Explainer, ProgressEvent
+from medmdm.io import Study
+from medmdm.pipeline.output_folder import check_out_dir, staging_folder
+from medmdm.pipeline.report import REPORT_NAME, write_study_report
+from medmdm.pipeline.result import Output, StudyResult
+from medmdm.pipeline.stages import PreparedStudy, explain, explained_target, map_back, prepare, read, write
+from medmdm.settings import Settings
+
+
+def make_explainer(
+    settings: Settings,
+    bundle: Bundle,
+    device: torch.device,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> Explainer:
+    """The settings' method for the bundle's network, with the bundle's recommended options under the
+    user's."""
+    options = settings.explainer_options(bundle.explain_options)
+    return explainers.create(settings.method, bundle.network, options, device=device, progress=progress)
+
+
+def explain_study(
+    study: str | Path | Study,
+    bundle: Bundle | str | Path | None,
+    out_dir: str | Path,
+    *,
+    settings: Settings | None = None,
+    series_uid: str | None = None,
+    bundle_config: Sequence[str | Path] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    **setting_values: Any,
+) -> StudyResult:
+    """Explain a study with a bundle's network and write the outputs into ``out_dir``.
+
+    Parameters
+    ----------
+    study : path or Study
+        A DICOM file, a DICOM series folder, a NIfTI file, or a study already read.
+    bundle : Bundle, path or None
+        A loaded bundle, a bundle folder, or None for the demo bundle that fits the study (2D or 3D).
+    out_dir : path
+        Output folder; it must not hold files unless ``overwrite``.
+    settings : Settings, optional
+        Method, options, formats, device, target; default ``Settings(**setting_values)``.
+    series_uid : str, optional
+        The series to read from a folder holding several.
+    bundle_config : sequence of path, optional
+        Config files of a bundle folder to read instead of ``configs/inference.json``.
+    overwrite : bool
+        Replace an existing, non-empty ``out_dir``.
+    progress : callable, optional
+        Receives the explainer's :class:`~medmdm.explainers.ProgressEvent`.
+    **setting_values
+        ``method``, ``options``, ``formats``, ``device``, ``target`` (see :class:`~medmdm.settings.Settings`),
+        when ``settings`` is not given.
+
+    Returns
+    -------
+    StudyResult
+    """
+    started = time.perf_counter()
+    if settings is None:
+        settings = Settings(**setting_values)
+    elif setting_values:
+        raise OptionError(f"give settings or {', '.join(sorted(setting_values))}, not both")
+    out_dir = check_out_dir(out_dir, overwrite)
+    timings: dict[str, float] = {}
+    if bundle is not None and not isinstance(bundle, Bundle):
+        with _timed(timings, "load_bundle"):
+            bundle = load_bundle(bundle, config_files=bundle_config)
+    with _timed(timings, "read"):
+        study = study if isinstance(study, Study) else read(study, series_uid)
+    settings.formats_for(study)
+    if bundle is None:
+        with _timed(timings, "load_bundle"):
+            bundle = load_bundle(demo_bundle_path(len(study.size)))
+    device = resolve_device(settings.device)
+    explainer = make_explainer(settings, bundle, device, progress)
+    with _timed(timings, "preprocess"):
+        prepared = prepare(study, bundle)
+    return explain_prepared(
+        prepared, explainer, settings, out_dir, overwrite=overwrite, timings=timings, started=started
+    )
+
+
+def explain_prepared(
+    prepared: PreparedStudy,
+    explainer: Explainer,
+    settings: Settings,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    timings: dict[str, float] | None = None,
+    started: float | None = None,
+) -> StudyResult:
+    """Explain a prepared study, map the map back and write every output and ``report.json`` into
+    ``out_dir``.
+
+    Parameters
+    ----------
+    prepared : PreparedStudy
+        From :func:`~medmdm.pipeline.stages.prepare`.
+    explainer : Explainer
+        From :func:`make_explainer` for the study's bundle.
+    settings : Settings
+        Target and formats (the method and options are the explainer's).
+    out_dir : Path
+        The study's output folder.
+    overwrite : bool
+        Replace an existing, non-empty ``out_dir``.
+    timings : dict, optional
+        Seconds of the stages already run (``read``, ``preprocess``...), reported with the others.
+    started : float, optional
+        ``time.perf_counter()`` when the study started; default now.
+    """
+    started = time.perf_counter() if started is None else started
+    timings = dict(timings or {})
+    study, bundle = prepared.study, prepared.bundle
+    formats = settings.formats_for(study)
+    with _timed(timings, "explain"):
+        explanation = explain(explainer, [prepared], settings.target)
+    with _timed(timings, "map_back"):
+        saliency = map_back(explanation, [prepared])[0]
+    target = explained_target(explanation, bundle.class_names)
+    clock = time.perf_counter()
+    with staging_folder(out_dir, overwrite) as staging:
+        method, model_name = explanation.method, bundle.name
+        outputs, warnings = write(
+            staging, formats, study, saliency, method=method, target=target, model_name=model_name
+        )
+        timings["write"] = time.perf_counter() - clock
+        timings["total"] = time.perf_counter() - started
+        result = StudyResult(
+            out_dir=staging,
+            study=study,
+            bundle=bundle,
+            settings=settings,
+            device=explainer.device or torch.device("cpu"),
+            network_shape=tuple(prepared.network_input.shape[1:]),
+            explanation=explanation,
+            target=target,
+            saliency=saliency,
+            created=datetime.now(timezone.utc),
+            outputs=[*outputs, Output(REPORT_NAME, "json")],
+            warnings=[*explanation.warnings, *warnings],
+            timings=timings,
+        )
+        write_study_report(result, staging)
+    return replace(result, out_dir=out_dir)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    clock = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - clock
