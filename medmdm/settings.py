@@ -190,7 +190,7 @@ def parse_target(target: Any) -> Any:
     try:
         explainers.as_target(target)
     except MedmdmError as error:
-        raise OptionError(f"target: {error}") from None
+        raise OptionError(str(error)) from None
     if isinstance(target, str):
         text = target.strip()
         return int(text) if text.lstrip("-").isdigit() else text

@@ -46,7 +46,7 @@ def test_defaults_and_normalised_values():
         ({"formats": "nifti,tiff"}, "unknown output format tiff"),
         ({"formats": ""}, "unknown output format (none)"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
-        ({"target": "kind:3"}, "target:"),
+        ({"target": "kind:3"}, "target 'kind:3' is not understood"),
         ({"target": True}, "target must be"),
     ],
 )

@@ -68,7 +68,7 @@ def settings_from_args(args: argparse.Namespace, device: str = "auto") -> Settin
     try:
         target = parse_target(args.target)
     except OptionError as error:
-        raise OptionError(f"--{error}") from None
+        raise OptionError(f"--target: {error}") from None
     return Settings(
         method=args.method, options=method_options(args), formats=args.formats, device=device, target=target
     )

@@ -8,6 +8,7 @@ internal error, or (``batch``, ``evaluate``) some studies failed. A traceback is
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 import warnings
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medmdm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output left (`medmdm methods | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:
         if debug:
             traceback.print_exc()
