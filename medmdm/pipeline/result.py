@@ -109,7 +109,3 @@ class StudyResult:
     outputs: list[Output] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-    def output_paths(self) -> list[Path]:
-        """The files written, as paths."""
-        return [self.out_dir / output.path for output in self.outputs]
