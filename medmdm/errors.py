@@ -1,6 +1,12 @@
-"""Exception types raised by medmdm, and how their messages quote another error, in one place."""
+"""Exception types raised by medmdm, how their messages quote another error, and which warnings are
+medmdm's own, in one place."""
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
 
 
 class MedmdmError(Exception):
@@ -26,3 +32,8 @@ class BundleError(ModelError):
 def one_line(error: BaseException) -> str:
     """An exception as ``"Type: message"`` on one line, to quote it in the message of a medmdm error."""
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def own_warning(record: warnings.WarningMessage) -> bool:
+    """Whether a recorded warning was raised by medmdm's code (not by a library it uses)."""
+    return Path(record.filename).resolve().is_relative_to(PACKAGE)

@@ -33,15 +33,43 @@ def map_to_source(saliency: torch.Tensor, network_input: MetaTensor, source: Met
     torch.Tensor
         ``(*source_spatial)`` float32 map on the source grid, on the CPU.
     """
-    spatial = tuple(network_input.shape[-(source.ndim - 1) :])
+    rank = source.ndim - 1
+    spatial = tuple(network_input.shape[-rank:])
     values = saliency.detach().float().cpu().reshape(-1, *saliency.shape[-len(spatial) :])
     if tuple(values.shape[1:]) != spatial or values.shape[0] != 1:
         raise InputError(f"saliency of shape {tuple(saliency.shape)} does not fit the input grid {spatial}")
-    network_affine = network_input.affine.detach().cpu().double()
-    if network_affine.ndim == 3:
-        network_affine = network_affine[0]
-    moving = MetaTensor(values, affine=network_affine)
+    source_to_network = voxel_map(network_input.affine, source.affine, rank)
+    moving = MetaTensor(values, affine=torch.linalg.inv(source_to_network))
     resample = SpatialResample(mode="bilinear", padding_mode="zeros", align_corners=True, dtype=torch.float64)
-    source_affine = source.affine.detach().cpu().double()
-    out = resample(moving, dst_affine=source_affine, spatial_size=tuple(source.shape[1:]))
+    identity = torch.eye(rank + 1, dtype=torch.float64)  # the output grid is the source's voxel grid
+    out = resample(moving, dst_affine=identity, spatial_size=tuple(source.shape[1:]))
     return torch.as_tensor(out, dtype=torch.float32)[0].contiguous()
+
+
+def voxel_map(network_affine: torch.Tensor, source_affine: torch.Tensor, rank: int) -> torch.Tensor:
+    """The ``(rank + 1, rank + 1)`` map from source voxels to network-input voxels,
+    ``inv(A_network) @ A_source``.
+
+    Both affines are 4x4 in RAS millimetres. For a 2D image the third column is the slice normal, so the
+    product is taken in 3D and its in-plane part kept: this holds for any plane, sagittal and coronal ones
+    too, whose in-plane axes have no 2D affine of their own in RAS.
+
+    Raises
+    ------
+    InputError
+        A singular affine, or (2D) a network grid that does not lie in the source's plane.
+    """
+    network = network_affine.detach().cpu().double()
+    network = network[0] if network.ndim == 3 else network
+    source = source_affine.detach().cpu().double()
+    if abs(float(torch.linalg.det(network))) < 1e-12 or abs(float(torch.linalg.det(source))) < 1e-12:
+        raise InputError("the network input's or the source's affine is singular; cannot map the map back")
+    full = torch.linalg.solve(network, source)
+    if rank == 3:
+        return full
+    if float(full[2, :2].abs().max()) > 1e-3:
+        raise InputError(
+            "the network input does not lie in the source image's plane; cannot map the map back"
+        )
+    keep = [0, 1, 3]
+    return full[keep][:, keep]

@@ -21,6 +21,7 @@ from medmdm import explainers
 from medmdm.devices import resolve_device
 from medmdm.errors import InputError, MedmdmError, OptionError
 from medmdm.explainers.options import unknown_names
+from medmdm.writers import dicom_output_problem
 
 if TYPE_CHECKING:
     from medmdm.explainers import ExplainerOptions
@@ -51,6 +52,11 @@ class Settings:
     target : int, str, target object or None
         What to explain (see :func:`medmdm.explainers.as_target`): None the predicted class, ``K`` or
         ``"class:K"``, ``"prototype:K"``, ``"region:K"``.
+    redact_paths : bool
+        Leave the study's path out of ``report.json`` (archive folder names often hold patient IDs).
+    notes : tuple of str
+        What was set aside while the settings were parsed (a command-line flag the method does not take);
+        reported with the explanation's warnings.
 
     Raises
     ------
@@ -64,6 +70,8 @@ class Settings:
     formats: tuple[str, ...] | None = None
     device: str = "auto"
     target: Any = None
+    redact_paths: bool = False
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         explainers.options_class(self.method)  # an unknown method is an OptionError
@@ -74,6 +82,7 @@ class Settings:
         object.__setattr__(self, "device", str(self.device).strip().lower() or "auto")
         resolve_device(self.device)
         object.__setattr__(self, "target", parse_target(self.target))
+        object.__setattr__(self, "notes", tuple(self.notes))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, where: str = "settings") -> Settings:
@@ -111,12 +120,14 @@ class Settings:
         return explainers.make_options(self.method, {**taken, **self.options})
 
     def formats_for(self, study: Study) -> tuple[str, ...]:
-        """The formats to write for ``study``.
+        """The formats to write for ``study``: those asked for, else the defaults. A default that the study
+        cannot carry is left out when writing, and the report says why.
 
         Raises
         ------
         InputError
-            A DICOM format asked for a NIfTI study.
+            A DICOM format asked for explicitly that the study cannot carry (a NIfTI study, a source that
+            highdicom cannot reference...), before anything runs.
         """
         if self.formats is None:
             dicom = ("dicom-pm", "dicom-sc") if study.kind != "nifti" else ()
@@ -124,6 +135,10 @@ class Settings:
         asked = [f for f in self.formats if f in DICOM_FORMATS]
         if asked and study.kind == "nifti":
             raise InputError(f"{study.path}: {', '.join(asked)} need a DICOM study; this one is NIfTI")
+        for kind in asked:
+            problem = dicom_output_problem(study, kind)
+            if problem is not None:
+                raise InputError(f"{study.path}: --format {kind} cannot be written here ({problem})")
         return self.formats
 
     def summary(self) -> dict[str, Any]:
@@ -136,6 +151,8 @@ class Settings:
             "formats": list(self.formats) if self.formats is not None else None,
             "device": self.device,
             "target": target,
+            "redact_paths": self.redact_paths,
+            "notes": list(self.notes),
         }
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 
 from medmdm import __version__, explainers
@@ -201,3 +202,66 @@ def test_demo_studies_end_to_end_with_the_demo_bundles(study, kinds, tmp_path, c
     overlay = nib.load(out / "saliency.nii.gz")
     assert list(overlay.shape[: len(report["input"]["size"])]) == report["input"]["size"]
     assert "wrote" in capsys.readouterr().out
+
+
+def test_default_outputs_degrade_and_a_named_format_is_refused_before_the_model(tmp_path, capsys):
+    from pydicom.data import get_testdata_file
+
+    dose = get_testdata_file("rtdose.dcm")  # multi-frame without per-frame plane geometry: no PM, no SEG
+    out = tmp_path / "out"
+    assert main(["explain", dose, "--method", "saliency", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    skipped = {s["kind"]: s["reason"] for s in report["skipped_outputs"]}
+    assert "dicom-pm" in skipped and skipped["dicom-pm"] in " ".join(report["warnings"])
+    assert f"medmdm: warning: no dicom-pm written: {skipped['dicom-pm']}" in err
+    assert {"nifti-overlay", "png", "json"} <= {o["kind"] for o in report["outputs"]}
+    named = tmp_path / "named"
+    assert (
+        main(["explain", dose, "--method", "saliency", "--format", "nifti,dicom-pm", "--out", str(named)])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medmdm: error:") and "--format dicom-pm" in err and "\n" not in err
+    assert not named.exists()
+
+
+def test_quiet_is_silent_and_paths_can_be_redacted(cli_case, tmp_path, capsys):
+    study, bundle = cli_case
+    out = tmp_path / "out"
+    base = ["explain", str(study), "--bundle", str(bundle), "--method", "saliency", "--format", "nifti,json"]
+    assert main([*base, "--out", str(out), "--quiet", "--redact-paths"]) == 0
+    assert capsys.readouterr() == ("", "")
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"]["path"] == "" and str(study) not in json.dumps(report)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model(cli_case, tmp_path, capsys):
+    study, bundle = cli_case
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "not_a_folder").write_text("")
+    assert (
+        main(["explain", str(study), "--bundle", str(bundle), "--out", str(locked / "not_a_folder" / "o")])
+        == 2
+    )
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_an_rgb_study_is_turned_grey_for_a_grey_network_and_other_channel_counts_are_refused(
+    tmp_path, capsys
+):
+    from pydicom.data import get_testdata_file
+
+    rgb = get_testdata_file("SC_rgb.dcm")
+    out = tmp_path / "rgb"
+    assert main(["explain", rgb, "--method", "saliency", "--format", "nifti,json", "--out", str(out)]) == 0
+    assert "an RGB image turned grey by luminance" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"]["channels"] == 3 and report["model"]["input_shape"][0] == 1
+    assert any("turned grey" in warning for warning in report["warnings"])
+    two = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 1, 2), np.float32), np.eye(4)), two)
+    assert main(["explain", str(two), "--method", "saliency", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"medmdm: error: {two}: the study has 2 channel(s)") and "takes 1" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -152,3 +153,27 @@ def test_a_misspelt_option_in_the_bundle_workflow_is_the_same_error(ball, tmp_pa
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode != 0 and MISSPELT in finished.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_common_flags_a_method_lacks_are_set_aside_with_a_note(ball, tmp_path):
+    study, bundle, _ = ball
+    out = tmp_path / "out"
+    argv = [
+        "explain",
+        str(study),
+        "--bundle",
+        str(bundle),
+        "--method",
+        "saliency",
+        "--steps",
+        "5",
+        "--seed",
+        "1",
+    ]
+    assert main([*argv, "--out", str(out), "--format", "json", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "--steps not used: saliency has no steps option" in report["warnings"]
+    assert report["method"]["options"]["seed"] == 1
+    config = tmp_path / "steps.yaml"
+    config.write_text("steps: 5\n")  # an option named in a config is meant for this method: an error
+    assert main([*argv[:6], "--config", str(config), "--out", str(tmp_path / "o")]) == 2

@@ -2,7 +2,10 @@
 
 The input is a folder (searched recursively), one DICOM or NIfTI file, or a manifest (CSV or JSONL, see
 :mod:`medmdm.batch.manifest`). A folder yields one study per DICOM series (wherever its files lie), one per
-NIfTI file, and one per DICOM file without a SeriesInstanceUID.
+NIfTI file, and one per DICOM file without a SeriesInstanceUID. In a folder, files named as masks or labels
+(``*_mask.*``, ``*_label*``) are not studies (name them in a manifest to explain them), and a NIfTI file
+with the name of a DICOM study beside it (``ct.nii.gz`` and the series folder ``ct/`` or ``ct.dcm``) is the
+same study: ``prefer`` says which of the two is explained.
 
 Keys name the output folders, so they depend on the data only: a DICOM series is keyed by its
 SeriesInstanceUID (made safe for a folder name), a NIfTI file or a DICOM file without a series UID by its
@@ -19,14 +22,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pydicom.misc import is_dicom
-
 from medmdm.batch.manifest import MANIFEST_SUFFIXES, ManifestRow, read_manifest
-from medmdm.errors import InputError
-from medmdm.io.dicom import DICOMDIR_SOP_CLASS, read_dataset
+from medmdm.errors import InputError, OptionError
+from medmdm.io.dicom import DICOMDIR_SOP_CLASS, looks_like_dicom, read_dataset
 from medmdm.io.reader import NIFTI_SUFFIXES
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+PREFERENCES = ("dicom", "nifti", "both")
 HASH_CHARS = 12
 MAX_KEY_CHARS = 120
 
@@ -47,6 +49,8 @@ class StudyInput:
         Class to explain; None: the batch's default (the predicted class unless set).
     error : str
         Why the input cannot be read, found while listing it; ``""`` when it looks readable.
+    note : str
+        Why the input is not explained (the NIfTI copy of a DICOM study...); ``""`` when it is.
     """
 
     key: str
@@ -54,6 +58,7 @@ class StudyInput:
     series_uid: str | None = None
     target: int | None = None
     error: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -87,7 +92,7 @@ def content_key(path: Path) -> str:
     return f"{safe_name(_stem(path))}-{digest.hexdigest()[:HASH_CHARS]}"
 
 
-def discover(source: str | Path, *, exclude: str | Path | None = None) -> Discovery:
+def discover(source: str | Path, *, exclude: str | Path | None = None, prefer: str = "dicom") -> Discovery:
     """The studies of a folder, a file or a manifest.
 
     Parameters
@@ -96,6 +101,8 @@ def discover(source: str | Path, *, exclude: str | Path | None = None) -> Discov
         A folder, a DICOM file, a NIfTI file, or a ``.csv``/``.jsonl`` manifest.
     exclude : str or Path, optional
         A folder left out of the search (the batch's own output folder).
+    prefer : {"dicom", "nifti", "both"}
+        Which of a DICOM study and the NIfTI file of the same name beside it is explained (``both``: each).
 
     Returns
     -------
@@ -107,6 +114,8 @@ def discover(source: str | Path, *, exclude: str | Path | None = None) -> Discov
         ``source`` does not exist, or a manifest cannot be read.
     """
     source = Path(source)
+    if prefer not in PREFERENCES:
+        raise OptionError(f"--prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
     excluded = Path(exclude).resolve() if exclude is not None else None
@@ -114,7 +123,31 @@ def discover(source: str | Path, *, exclude: str | Path | None = None) -> Discov
         return _from_manifest(read_manifest(source), excluded)
     found = Discovery()
     _scan(_files(source, excluded), found)
+    if prefer != "both":
+        _pair_copies(found, prefer)
     return found
+
+
+def is_mask_name(path: Path) -> bool:
+    """Whether a file is named as a mask or a label map (``*_mask.*``, ``*_label*``), not a study."""
+    stem = _stem(path).lower()
+    return stem.endswith("_mask") or "_label" in stem
+
+
+def _pair_copies(found: Discovery, prefer: str) -> None:
+    """Mark the NIfTI file or the DICOM study of each same-named pair in one folder as not explained."""
+
+    def place(item: StudyInput) -> tuple[Path, str]:
+        return item.path.parent, _stem(item.path)
+
+    nifti = {place(s): i for i, s in enumerate(found.studies) if s.path.name.lower().endswith(NIFTI_SUFFIXES)}
+    for i, item in enumerate(found.studies):
+        j = nifti.get(place(item))
+        if j is None or j == i or item.error or found.studies[j].error:
+            continue
+        dropped, kept = (j, i) if prefer == "dicom" else (i, j)
+        note = f"the same study as {found.studies[kept].path} (--prefer {prefer})"
+        found.studies[dropped] = replace(found.studies[dropped], note=note)
 
 
 def _from_manifest(rows: list[ManifestRow], excluded: Path | None) -> Discovery:
@@ -143,7 +176,7 @@ def _files(source: Path, excluded: Path | None) -> Iterator[Path]:
         subfolders[:] = sorted(
             d for d in subfolders if not d.startswith(".") and (here / d).resolve() != excluded
         )
-        yield from (here / n for n in sorted(names) if not n.startswith("."))
+        yield from (here / n for n in sorted(names) if not n.startswith(".") and not is_mask_name(here / n))
 
 
 def _scan(files: Iterable[Path], found: Discovery) -> None:
@@ -166,7 +199,7 @@ def _sort_file(
     lower = path.name.lower()
     if lower.endswith(NIFTI_SUFFIXES):
         studies.append(StudyInput(content_key(path), path))
-    elif is_dicom(path):
+    elif looks_like_dicom(path):
         try:
             ds = read_dataset(path, header_only=True)
         except InputError as error:

@@ -82,6 +82,9 @@ def plan_batch(
         if item.error:
             plan.decided.append(new_record(item, settings, "failed", error=item.error))
             continue
+        if item.note:
+            plan.decided.append(new_record(item, settings, "skipped", note=item.note))
+            continue
         folder = settings.out_dir / item.key
         outputs = finished_outputs(folder) if resume else None
         if outputs is not None:
@@ -115,6 +118,7 @@ def explain_batch(
     fail_fast: bool = False,
     progress: bool = True,
     shard: Shard | None = None,
+    prefer: str = "dicom",
 ) -> BatchSummary:
     """Explain every study of a folder or manifest into one output folder per study.
 
@@ -145,6 +149,9 @@ def explain_batch(
         Show an overall progress bar (a line per study when standard error is not a terminal).
     shard : Shard, optional
         Explain only this shard's studies (see :mod:`medmdm.batch.shard`); other shards may run at once.
+    prefer : {"dicom", "nifti", "both"}
+        Which of a DICOM study and a NIfTI file of the same name beside it is explained (see
+        :func:`medmdm.batch.discover`).
 
     Returns
     -------
@@ -164,7 +171,7 @@ def explain_batch(
         bundle=settings.bundle.absolute() if settings.bundle is not None else None,
     )
     out_dir = check_out_dir(settings.out_dir, overwrite=True)  # its study folders are checked by the plan
-    found = discover(Path(source).absolute(), exclude=out_dir)
+    found = discover(Path(source).absolute(), exclude=out_dir, prefer=prefer)
     if not found.studies:
         raise InputError(f"{source}: no DICOM or NIfTI study found")
     studies = shard.select(found.studies) if shard is not None else found.studies

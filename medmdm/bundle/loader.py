@@ -64,6 +64,9 @@ class Bundle:
         The key the preprocessing reads.
     spatial_dims : int or None
         2 or 3 when the metadata or the network tells, else None.
+    input_channels : int or None
+        Channels the network takes, when the metadata says so
+        (``network_data_format.inputs.image.num_channels``).
     config_files : list of Path
         The configuration files read.
     weights : Path or None
@@ -84,6 +87,7 @@ class Bundle:
     image_key: str = "image"
     class_names: list[str] = field(default_factory=list)
     spatial_dims: int | None = None
+    input_channels: int | None = None
     config_files: list[Path] = field(default_factory=list)
     weights: Path | None = None
     weights_sha256: str = ""
@@ -219,6 +223,7 @@ def assemble_bundle(
         image_key=image_key,
         class_names=_class_names(metadata),
         spatial_dims=_spatial_dims(metadata, network),
+        input_channels=_input_channels(metadata),
         config_files=list(config_files),
         weights=weights,
         weights_sha256=_sha256(weights) if weights else "",
@@ -287,6 +292,13 @@ def _spatial_dims(metadata: dict[str, Any], network: torch.nn.Module) -> int | N
         if isinstance(module, torch.nn.Conv3d):
             return 3
     return None
+
+
+def _input_channels(metadata: dict[str, Any]) -> int | None:
+    image = metadata.get("network_data_format", {}).get("inputs", {}).get("image", {})
+    channels = image.get("num_channels") if isinstance(image, dict) else None
+    valid = isinstance(channels, int) and not isinstance(channels, bool) and channels > 0
+    return channels if valid else None
 
 
 @contextlib.contextmanager

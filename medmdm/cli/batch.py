@@ -45,8 +45,17 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="K/N",
         help="explain shard K (0-based) of N only; default under torchrun: RANK/WORLD_SIZE on GPU LOCAL_RANK",
     )
+    batch.add_argument(
+        "--prefer",
+        choices=("dicom", "nifti", "both"),
+        default="dicom",
+        help="a DICOM study and a NIfTI file of its name in one folder: explain which (default: dicom)",
+    )
     batch.add_argument("--resume", action="store_true", help="skip studies whose outputs are complete")
     batch.add_argument("--overwrite", action="store_true", help="replace existing study folders")
+    batch.add_argument(
+        "--redact-paths", action="store_true", help="leave the studies' paths out of their report.json"
+    )
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failed study")
     batch.add_argument("--quiet", action="store_true", help="no progress and no summary")
     batch.add_argument("--debug", action="store_true", help="print tracebacks")
@@ -82,6 +91,7 @@ def run_batch(args: argparse.Namespace) -> int:
         fail_fast=args.fail_fast,
         progress=not args.quiet,
         shard=shard,
+        prefer=args.prefer,
     )
     if not args.quiet:
         print("\n".join(summary.lines()), flush=True)

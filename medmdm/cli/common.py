@@ -14,6 +14,7 @@ from medmdm.errors import MedmdmError, OptionError
 if TYPE_CHECKING:
     from medmdm.settings import Settings
 
+COMMON_FLAGS = ("seed", "steps")
 FORMATS_HELP = "comma-separated: nifti,dicom-pm,dicom-sc,dicom-seg,png,json (default: all that fit the study)"
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: auto)"
 
@@ -52,23 +53,40 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The method options of ``--config``, ``--seed`` and ``--steps`` (the flags win)."""
     from medmdm.settings import read_config
 
-    options = read_config(args.config) if args.config else {}
-    if args.seed is not None:
-        options["seed"] = args.seed
-    if args.steps is not None:
-        options["steps"] = args.steps
-    return options
+    return {**(read_config(args.config) if args.config else {}), **common_flags(args)}
+
+
+def common_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given by ``--seed`` and ``--steps``: flags every method command has, whichever method."""
+    return {name: value for name in COMMON_FLAGS if (value := getattr(args, name)) is not None}
 
 
 def settings_from_args(args: argparse.Namespace, device: str = "auto") -> Settings:
     """The :class:`~medmdm.settings.Settings` of ``--method``, the options flags, ``--format`` and
-    ``--target``."""
-    from medmdm.settings import Settings, parse_target
+    ``--target``.
+
+    ``--seed`` and ``--steps`` go to the method when it has them, and are set aside with a note in the
+    report when it has not (one command line can then switch methods); an option of ``--config`` that the
+    method does not have is an error.
+    """
+    from medmdm.explainers import accepted_options
+    from medmdm.settings import Settings, parse_target, read_config
 
     try:
         target = parse_target(args.target)
     except OptionError as error:
         raise OptionError(f"--target: {error}") from None
+    flags = common_flags(args)
+    taken = accepted_options(args.method, flags)
+    notes = tuple(
+        f"--{name} not used: {args.method} has no {name} option" for name in flags if name not in taken
+    )
     return Settings(
-        method=args.method, options=method_options(args), formats=args.formats, device=device, target=target
+        method=args.method,
+        options={**(read_config(args.config) if args.config else {}), **taken},
+        formats=args.formats,
+        device=device,
+        target=target,
+        redact_paths=args.redact_paths,
+        notes=notes,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ def add_explain_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_method_arguments(explain)
     explain.add_argument("--series", metavar="UID", help="the series to read from a folder holding several")
     explain.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    explain.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    explain.add_argument(
+        "--redact-paths", action="store_true", help="leave the study's path out of report.json"
+    )
+    explain.add_argument("--quiet", action="store_true", help="nothing on success; one line on error")
     explain.add_argument("--debug", action="store_true", help="print tracebacks")
     return explain
 
@@ -50,6 +54,8 @@ def run_explain(args: argparse.Namespace) -> int:
             progress=bar,
         )
     if not args.quiet:
+        for skipped in result.skipped:
+            print(f"medmdm: warning: {skipped}", file=sys.stderr)
         target, explanation = result.target, result.explanation
         name = f" ({target.name})" if target.name else ""
         print(

@@ -20,7 +20,7 @@ from medmdm.cli.common import Parser
 from medmdm.cli.evaluate import add_evaluate_parser, run_evaluate
 from medmdm.cli.explain import add_explain_parser, run_explain
 from medmdm.cli.info import add_info_parsers, run_info, run_methods
-from medmdm.errors import MedmdmError, one_line
+from medmdm.errors import MedmdmError, one_line, own_warning
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "methods": run_methods,
@@ -29,9 +29,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "batch": run_batch,
     "evaluate": run_evaluate,
 }
-# Third-party notices that say nothing to a user of this command line (optional GPU decoders on a CPU
-# machine); shown with --debug.
-QUIET_WARNINGS = (r".*nvImageCodec.*", r".*NvImgCodec.*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        with warnings.catch_warnings():
-            for pattern in QUIET_WARNINGS if not debug else ():
-                warnings.filterwarnings("ignore", message=pattern)
-            return COMMANDS[args.command](args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            code = COMMANDS[args.command](args)
+        if not getattr(args, "quiet", False):
+            _show(caught, debug)
+        return code
     except MedmdmError as error:
         if debug:
             traceback.print_exc()
@@ -76,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"medmdm: internal error: {one_line(error)} (rerun with --debug for details)", file=sys.stderr)
         return 1
+
+
+def _show(caught: list[warnings.WarningMessage], debug: bool) -> None:
+    """Print medmdm's own warnings of a run that succeeded, a line each; third-party notices (decoders,
+    deprecations) only with ``--debug``."""
+    shown: set[str] = set()
+    for record in caught:
+        text = " ".join(str(record.message).split())
+        if (own_warning(record) or debug) and text not in shown:
+            shown.add(text)
+            print(f"medmdm: warning: {text}", file=sys.stderr)
 
 
 def entry_point() -> None:

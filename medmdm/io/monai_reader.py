@@ -5,7 +5,8 @@ Why a reader of our own rather than MONAI's ``PydicomReader``:
 - **Slice order by position.** ``PydicomReader`` stacks a series folder by InstanceNumber, which
   real series do not always number along the slice normal, and takes the slice gap from the z of
   ImagePositionPatient. :func:`~medmdm.io.load_study` sorts the slices by their position along the
-  normal (oblique series included) and refuses a series with a missing or repeated slice.
+  normal (oblique series included), resamples a series with missing or irregular slices onto a
+  regular grid (with a warning), and refuses one with repeated positions or a gap too wide.
 - **Our geometry.** The image and the RAS affine are exactly those of ``load_study``
   (conventions in :mod:`medmdm.io.reader`), so a map computed on what ``LoadImage`` returns lies
   on the grid medmdm's writers expect.
@@ -48,9 +49,9 @@ import numpy as np
 from monai.config import PathLike
 from monai.data import ImageReader
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
-from pydicom.misc import is_dicom
 
 from medmdm.errors import InputError
+from medmdm.io.dicom import looks_like_dicom
 from medmdm.io.reader import NIFTI_SUFFIXES, Study, load_study
 
 DICOM_SUFFIXES = (".dcm",)
@@ -77,7 +78,8 @@ class StudyReader(ImageReader):
         self.series_uid = series_uid
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
-        """Whether every path is a folder, a ``.nii``/``.nii.gz``/``.dcm`` name or a DICOM file.
+        """Whether every path is a folder, a ``.nii``/``.nii.gz``/``.dcm`` name or a DICOM file (with
+        preamble, or beginning like a data set).
 
         Parameters
         ----------
@@ -155,7 +157,7 @@ class StudyReader(ImageReader):
 def _is_study_path(path: Path) -> bool:
     if path.name.lower().endswith(NIFTI_SUFFIXES + DICOM_SUFFIXES) or path.is_dir():
         return True
-    return path.is_file() and is_dicom(path)
+    return path.is_file() and looks_like_dicom(path)
 
 
 def _stack_channels(studies: list[Study]) -> np.ndarray:

@@ -15,13 +15,36 @@ ITK reader:
   times the slice thickness.
 
 The MetaTensor is built here from geometry computed from the DICOM attributes (pydicom decodes
-the pixels, so compressed transfer syntaxes go through pydicom's handlers) or from the NIfTI
-header (nibabel's ``affine``, i.e. the sform, else the qform), rather than through a MONAI
-``ImageReader``; ``tests/io`` checks the geometry against SimpleITK.
+the pixels, so compressed transfer syntaxes go through pydicom's handlers; what is read and what
+is refused is listed in :mod:`medmdm.io.dicom`) or from the NIfTI header (nibabel's ``affine``,
+i.e. the sform, else the qform), rather than through a MONAI ``ImageReader``; ``tests/io`` and
+``tests/test_corpus.py`` check the geometry against SimpleITK.
+
+A series' slices must share their size, pixel spacing (to a relative 1e-3) and orientation (to
+:data:`ORIENTATION_TOLERANCE` in each direction cosine: 1e-3, a tilt of 0.06 degrees, half a
+millimetre across a 500 mm field of view, within what scanners write), and lie at distinct
+positions along the normal. Several frames at one position (a 4D or temporal series) are refused,
+naming how many per position. Slice gaps within 1% of the median gap (:data:`SPACING_TOLERANCE`)
+are taken as one step, as before; beyond, up to :data:`MAX_GAP` median gaps (missing slices, an
+irregular series), the series is resampled along the normal onto a regular grid of the median gap,
+by linear interpolation between neighbouring slices, with a one-line warning; the study keeps
+where its source slices lie (:attr:`Study.source_slice_positions`), which the DICOM writers use to
+put their frames back on the source slices.
+
+NIfTI: the header's size is checked against the file (and :data:`MAX_VALUES`) before anything is
+allocated; an affine that is not finite or is singular (zero pixdim, all-zero sform) is refused,
+as are NaN and infinite voxels (DICOM too), and a 4D image whose 4th axis is time (time units in
+the header): a 4D image otherwise holds channels, as MONAI's ``NibabelReader`` reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import logging
+import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,17 +53,30 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from nibabel.openers import ImageOpener
 from nibabel.orientations import aff2axcodes
 from pydicom import Dataset
 
 from medmdm.errors import InputError, one_line
-from medmdm.io.dicom import Frame, drop_pixel_data, read_dataset, read_frames, select_series
+from medmdm.io.dicom import (
+    MAX_VALUES,
+    ORIENTATION_TOLERANCE,
+    Frame,
+    drop_pixel_data,
+    read_dataset,
+    read_frames,
+)
+from medmdm.io.series import is_link_loop, select_series
 
 StudyKind = Literal["dicom-file", "dicom-series", "nifti"]
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-SPACING_TOLERANCE = 0.01  # relative difference allowed between slice gaps
-ORIENTATION_TOLERANCE = 1e-4
+SPACING_TOLERANCE = 0.01  # relative difference allowed between slice gaps without resampling
+PIXEL_SPACING_TOLERANCE = 1e-3  # relative difference allowed between the slices' pixel spacings
+POSITION_TOLERANCE = 1e-3  # mm: slices closer than this along the normal are at one position
+MAX_GAP = 5.0  # largest slice gap resampled over, in median gaps
+NIFTI_VECTOR_INTENT = 1007  # NIFTI_INTENT_VECTOR: the 4th axis holds channels
+NIBABEL_LOGGER = "nibabel.global"
 
 
 @dataclass
@@ -73,6 +109,15 @@ class Study:
     frame_numbers : tuple of int
         For each slice, in slice order, its 1-based frame number in its file (1 for single-frame
         files). Empty for NIfTI.
+    source_slice_positions : tuple of float
+        When the source's slices were irregularly spaced and the image was resampled onto a
+        regular grid: where each source slice lies along the image's third axis, in mm from the
+        first slice of the image (``files``, ``sop_instance_uids``, ``headers`` and
+        ``frame_numbers`` stay one per source slice). Empty when the image's slices are the
+        source's.
+    notes : tuple of str
+        What reading assumed or changed (resampled slices, a default pixel spacing...), as warned;
+        :func:`medmdm.pipeline.read` fills it so that the report says it too.
     """
 
     image: MetaTensor
@@ -90,6 +135,8 @@ class Study:
     description: str = ""
     headers: tuple[Dataset, ...] = field(default=(), repr=False)
     frame_numbers: tuple[int, ...] = ()
+    source_slice_positions: tuple[float, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -124,7 +171,7 @@ def load_study(path: str | Path, series_uid: str | None = None) -> Study:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+        raise InputError(f"{path}: {_why_missing(path)}")
     if path.is_dir():
         info = select_series(path, series_uid)
         frames: list[Frame] = []
@@ -140,8 +187,51 @@ def load_study(path: str | Path, series_uid: str | None = None) -> Study:
     return _dicom_study(frames, {path: drop_pixel_data(ds)}, path, "dicom-file")
 
 
-def _check_and_sort(frames: list[Frame]) -> tuple[list[Frame], float]:
-    """Frames sorted along the normal, and the slice step in mm (thickness for one frame)."""
+def _why_missing(path: Path) -> str:
+    """Why a path that does not exist is missing: nothing there, a broken link, or a link loop."""
+    if is_link_loop(path):
+        return "symbolic link loop"
+    return "broken symbolic link" if path.is_symlink() else "no such file or folder"
+
+
+def interpolate_slices(volume: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """A volume's values at fractional slice indices, by linear interpolation between neighbours.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        ``(..., Z)``, slices along the last axis.
+    at : numpy.ndarray
+        ``(N,)`` slice indices, clamped to ``[0, Z - 1]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., N)``, ``volume``'s dtype when it is floating, else float64.
+
+    Examples
+    --------
+    >>> interpolate_slices(np.array([[0.0, 10.0, 30.0]]), np.array([0.0, 0.25, 1.75, 9.0]))
+    array([[ 0. ,  2.5, 25. , 30. ]])
+    """
+    last = volume.shape[-1] - 1
+    at = np.clip(np.asarray(at, dtype=float), 0, last)
+    below = np.minimum(np.floor(at).astype(int), max(last - 1, 0))
+    above = np.minimum(below + 1, last)
+    weight = at - below
+    dtype = volume.dtype if np.issubdtype(volume.dtype, np.floating) else np.float64
+    low, high = np.take(volume, below, axis=-1), np.take(volume, above, axis=-1)
+    return (low * (1 - weight) + high * weight).astype(dtype, copy=False)
+
+
+def _check_and_sort(frames: list[Frame], path: Path) -> tuple[list[Frame], np.ndarray]:
+    """Frames sorted along the normal, and their positions along it in mm.
+
+    Raises
+    ------
+    InputError
+        Frames of different sizes, pixel spacings or orientations; several frames at one position.
+    """
     first = frames[0]
     for f in frames[1:]:
         if f.pixels.shape != first.pixels.shape:
@@ -151,35 +241,70 @@ def _check_and_sort(frames: list[Frame]) -> tuple[list[Frame], float]:
             )
         if np.abs(f.orientation - first.orientation).max() > ORIENTATION_TOLERANCE:
             raise InputError(f"{f.file}: orientation differs from {first.file} in the same series")
-        if np.abs(f.pixel_spacing - first.pixel_spacing).max() > ORIENTATION_TOLERANCE:
+        if np.abs(f.pixel_spacing / first.pixel_spacing - 1).max() > PIXEL_SPACING_TOLERANCE:
             raise InputError(f"{f.file}: pixel spacing differs from {first.file} in the same series")
-    if len(frames) == 1:
-        return frames, first.thickness
     normal = first.normal
     frames = sorted(frames, key=lambda f: float(f.position @ normal))
-    along = np.array([f.position @ normal for f in frames])
-    gaps = np.diff(along)
-    step = float(along[-1] - along[0]) / (len(frames) - 1)
-    same = np.flatnonzero(gaps < ORIENTATION_TOLERANCE)
+    along = np.array([float(f.position @ normal) for f in frames])
+    same = np.flatnonzero(np.diff(along) < POSITION_TOLERANCE)
     if same.size:
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(along) >= POSITION_TOLERANCE) + 1])
+        counts = np.diff(np.concatenate([starts, [len(frames)]]))
+        if counts.min() == counts.max():
+            raise InputError(
+                f"{path}: {counts[0]} frames at each of {len(counts)} slice positions (a 4D or temporal "
+                "series); medmdm reads one frame per position"
+            )
         i = int(same[0])
-        raise InputError(f"{frames[i + 1].file}: same slice position as {frames[i].file.name} in the series")
-    typical = float(np.median(gaps))
-    bad = np.flatnonzero(np.abs(gaps - typical) > SPACING_TOLERANCE * typical + ORIENTATION_TOLERANCE)
-    if bad.size:
-        i = int(bad[0])
         raise InputError(
-            f"{frames[i + 1].file}: inconsistent slice spacing, gap {gaps[i]:.4g} mm "
-            f"from the previous slice ({frames[i].file.name}) while the median gap is {typical:.4g} mm"
+            f"{frames[i + 1].file}: same slice position as {frames[i].file.name} (up to {counts.max()} "
+            "frames at one position: a duplicate file, or a 4D series with frames missing)"
         )
-    return frames, step
+    return frames, along
+
+
+def _regular_grid(along: np.ndarray, where: Path) -> tuple[float, np.ndarray | None]:
+    """The slice step in mm and, for irregular gaps, the fractional source slice of each grid slice.
+
+    Gaps within :data:`SPACING_TOLERANCE` of the median are one step (None: no resampling); beyond,
+    the grid steps by the median gap from the first slice to the last, with a warning.
+
+    Raises
+    ------
+    InputError
+        A gap over :data:`MAX_GAP` median gaps.
+    """
+    gaps = np.diff(along)
+    typical = float(np.median(gaps))
+    if np.abs(gaps - typical).max() <= SPACING_TOLERANCE * typical + POSITION_TOLERANCE:
+        return float(along[-1] - along[0]) / (len(along) - 1), None
+    if gaps.max() > MAX_GAP * typical:
+        i = int(np.argmax(gaps))
+        raise InputError(
+            f"{where}: a gap of {gaps[i]:.4g} mm between slices {i + 1} and {i + 2} of {len(along)}, "
+            f"over {MAX_GAP:g} times the median gap ({typical:.4g} mm): not one volume"
+        )
+    count = round(float(along[-1] - along[0]) / typical) + 1
+    grid = along[0] + typical * np.arange(count)
+    warnings.warn(
+        f"{where}: irregular slice gaps ({gaps.min():.4g} to {gaps.max():.4g} mm, median {typical:.4g} mm); "
+        f"resampled onto {count} slices {typical:.4g} mm apart",
+        stacklevel=4,
+    )
+    return typical, np.interp(grid, along, np.arange(len(along)))
 
 
 def _dicom_study(frames: list[Frame], headers: dict[Path, Dataset], path: Path, kind: StudyKind) -> Study:
     """The study of a file's or series' frames; ``headers`` by file, the first giving the identifiers."""
-    frames, step = _check_and_sort(frames)
+    frames, along = _check_and_sort(frames, path)
     ds = next(iter(headers.values()))
     first = frames[0]
+    if not first.spacing_given:
+        warnings.warn(f"{path}: no PixelSpacing or ImagerPixelSpacing; read with 1 mm pixels", stacklevel=3)
+    step, at = (first.thickness, None) if len(frames) == 1 else _regular_grid(along, path)
+    values = (len(frames) if at is None else len(at)) * first.pixels.size
+    if values > MAX_VALUES:
+        raise InputError(f"{path}: image too large ({values} values; medmdm reads at most {MAX_VALUES})")
     row_cos, col_cos = first.orientation[:3], first.orientation[3:]
     row_spacing, col_spacing = (float(s) for s in first.pixel_spacing)
     lps = np.eye(4)
@@ -191,6 +316,8 @@ def _dicom_study(frames: list[Frame], headers: dict[Path, Dataset], path: Path, 
     if stack.ndim == 3:
         stack = stack[..., None]
     data = stack.transpose(3, 2, 1, 0)  # (C, cols, rows, Z)
+    if at is not None:
+        data = interpolate_slices(data, at)
     spacing: tuple[float, ...] = (col_spacing, row_spacing, step)
     if len(frames) == 1:
         data, spacing = data[..., 0], spacing[:2]
@@ -209,6 +336,7 @@ def _dicom_study(frames: list[Frame], headers: dict[Path, Dataset], path: Path, 
         files=[f.file for f in frames],
         headers=tuple(headers[file] for file in dict.fromkeys(f.file for f in frames)),
         frame_numbers=tuple(f.frame_number for f in frames),
+        source_slice_positions=() if at is None else tuple(float(a) for a in along - along[0]),
     )
 
 
@@ -220,8 +348,18 @@ def _study(
     spacing: tuple[float, ...],
     **fields: Any,
 ) -> Study:
-    """Wrap a (C, *spatial) array and its RAS affine into a MetaTensor and a Study."""
+    """Wrap a (C, *spatial) array and its RAS affine into a MetaTensor and a Study.
+
+    Raises
+    ------
+    InputError
+        An affine so far from invertible that no axis code can be given to an axis.
+    """
     spatial = tuple(int(s) for s in data.shape[1:])
+    codes = aff2axcodes(affine)[: len(spatial)]
+    if None in codes:
+        sizes = ", ".join(f"{v:.3g}" for v in np.linalg.norm(affine[:3, :3], axis=0))
+        raise InputError(f"{path}: degenerate geometry (voxel sizes {sizes} mm): an axis has no direction")
     affine_t = torch.as_tensor(affine, dtype=torch.float64)
     meta = {
         "affine": affine_t.clone(),
@@ -232,14 +370,13 @@ def _study(
         "space": "RAS",
     }
     image = MetaTensor(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), meta=meta)
-    code = "".join(aff2axcodes(affine)[: len(spatial)])
     return Study(
         image=image,
         path=path,
         kind=kind,
         spacing=tuple(float(s) for s in spacing),
         size=spatial,
-        orientation=code,
+        orientation="".join(codes),
         **fields,
     )
 
@@ -248,18 +385,100 @@ def _load_nifti(path: Path) -> Study:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     try:
-        img = nib.load(path)
+        with _nibabel_quiet():
+            img = nib.load(path)
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise InputError(f"{path}: a {type(img).__name__}, not a NIfTI-1 or NIfTI-2 image")
+        _check_nifti_header(img, path)
         data = np.asarray(img.dataobj, dtype=np.float32)
-        affine = np.asarray(img.affine, dtype=float)
+    except InputError:
+        raise
     except Exception as e:  # nibabel raises many types on a broken header or data
         raise InputError(f"{path}: unreadable NIfTI ({one_line(e)})") from e
-    if data.ndim < 2 or data.ndim > 4 or not np.isfinite(affine).all():
-        raise InputError(
-            f"{path}: unsupported NIfTI (shape {data.shape}, affine finite: {np.isfinite(affine).all()})"
-        )
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise InputError(f"{path}: {bad} NaN or infinite voxel values")
+    affine = np.asarray(img.affine, dtype=float)
     data = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]  # (X, Y, Z, C): channels first
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]  # one slice: a 2D image, as a single-frame DICOM file reads
     spatial_rank = data.ndim - 1
     spacing = tuple(float(np.linalg.norm(affine[:3, i])) for i in range(spatial_rank))
     return _study(data, affine, path, "nifti", spacing, files=[path])
+
+
+@contextlib.contextmanager
+def _nibabel_quiet() -> Iterator[None]:
+    """Keep nibabel from logging, on standard error, each header value it mends while it reads."""
+    logger = logging.getLogger(NIBABEL_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_nifti_header(img: nib.spatialimages.SpatialImage, path: Path) -> None:
+    """Refuse a NIfTI header whose shape, size or affine cannot be an image, before reading the data.
+
+    Raises
+    ------
+    InputError
+        Not 2D to 4D; more than :data:`MAX_VALUES` voxels or more bytes than the file holds; a
+        zero pixdim where the affine comes from it (no sform; nibabel and ITK would read 1 mm); an
+        affine that is not finite or singular; a 4D image over time.
+    """
+    header = img.header
+    shape = tuple(int(n) for n in img.shape)
+    if not 2 <= len(shape) <= 4 or min(shape) < 1:
+        raise InputError(f"{path}: unsupported NIfTI shape {shape} (2D, 3D, or 3D with channels)")
+    values = int(np.prod(shape))
+    if values > MAX_VALUES:
+        raise InputError(f"{path}: image too large ({shape}; medmdm reads at most {MAX_VALUES} values)")
+    needed = int(img.dataobj.offset) + values * img.get_data_dtype().itemsize
+    held = _nifti_bytes(path, needed)
+    if held < needed:
+        raise InputError(
+            f"{path}: truncated NIfTI: the header's {shape} of {img.get_data_dtype()} needs {needed} "
+            f"bytes, the file holds {held}"
+        )
+    with ImageOpener(path) as stream:  # nibabel's own header sets a zero pixdim to 1
+        pixdims = type(header).from_fileobj(stream, check=False)["pixdim"][1 : min(len(shape), 3) + 1]
+    pixdim = ", ".join(f"{float(v):g}" for v in pixdims)
+    if header["sform_code"] == 0 and not (np.isfinite(pixdims) & (pixdims != 0)).all():
+        raise InputError(f"{path}: NIfTI pixdim {pixdim} (no sform): voxel sizes must be finite and non-zero")
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise InputError(f"{path}: NIfTI affine is not finite (pixdim {pixdim})")
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    if abs(float(np.linalg.det(affine[:3, :3]))) <= 1e-9 * max(float(np.prod(sizes)), 1e-300):
+        shown = ", ".join(f"{v:g}" for v in sizes)
+        raise InputError(f"{path}: NIfTI affine is singular (voxel sizes {shown} mm; pixdim {pixdim})")
+    time_unit = header.get_xyzt_units()[1]
+    if (
+        len(shape) == 4
+        and shape[3] > 1
+        and time_unit != "unknown"
+        and header["intent_code"] != NIFTI_VECTOR_INTENT
+    ):
+        raise InputError(
+            f"{path}: {shape[3]} volumes over time (a 4D NIfTI in {time_unit}); medmdm reads one volume "
+            "per position"
+        )
+
+
+def _nifti_bytes(path: Path, needed: int) -> int:
+    """The bytes of a NIfTI file once uncompressed, counted up to ``needed``."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    with path.open("rb") as f:  # a gzip file ends with its uncompressed size modulo 2**32
+        f.seek(-4, os.SEEK_END)
+        tail_size = int.from_bytes(f.read(4), "little")
+    if needed < 2**32 and tail_size >= needed:
+        return tail_size
+    held = 0  # several gzip members, or a file that is too short: count what decompresses
+    with gzip.open(path) as stream:
+        while held < needed and (chunk := stream.read(min(needed - held, 1 << 24))):
+            held += len(chunk)
+    return held

@@ -16,7 +16,8 @@ LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(tmp|old)-\w+$")  # what a killed run l
 
 
 def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Refuse an output path that is a file, or a folder that holds files unless ``overwrite``.
+    """Refuse an output path that is a file, a folder that holds files unless ``overwrite``, or a place where
+    nothing can be written (a read-only file system, no permission), before anything runs.
 
     Raises
     ------
@@ -28,6 +29,11 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
         raise InputError(f"{out_dir}: output path exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(f"{out_dir}: output folder exists and is not empty (use --overwrite to replace it)")
+    existing = next(p for p in (out_dir.absolute(), *out_dir.absolute().parents) if p.exists())
+    try:  # where the staging folder will be made, or the nearest folder that exists
+        Path(tempfile.mkdtemp(prefix=".medmdm-check-", dir=existing)).rmdir()
+    except OSError as error:
+        raise InputError(f"{out_dir}: cannot write there ({error.strerror or error})") from None
     return out_dir
 
 
@@ -35,8 +41,11 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
 def staging_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary folder beside ``out_dir`` that replaces ``out_dir`` if the block succeeds, and is removed
     if it fails."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as error:
+        raise InputError(f"{out_dir}: cannot write there ({error.strerror or error})") from None
     try:
         yield staging
         staging.chmod(0o755)

@@ -23,7 +23,7 @@ def study_report(result: StudyResult) -> dict[str, Any]:
         "created": result.created.isoformat(timespec="seconds"),
         "research_only": RESEARCH_ONLY,
         "input": {
-            "path": str(study.path),
+            "path": "" if result.settings.redact_paths else str(study.path),
             "kind": study.kind,
             "series_uid": study.series_uid,
             "modality": study.modality,
@@ -56,6 +56,7 @@ def study_report(result: StudyResult) -> dict[str, Any]:
         "warnings": list(result.warnings),
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "outputs": [{"path": o.path, "kind": o.kind} for o in result.outputs],
+        "skipped_outputs": [{"kind": s.kind, "reason": s.reason} for s in result.skipped],
     }
 
 

@@ -35,6 +35,25 @@ class Output:
 
 
 @dataclass(frozen=True)
+class SkippedOutput:
+    """An output format that was asked for (or is a default) and could not be written for this study.
+
+    Attributes
+    ----------
+    kind : str
+        ``"dicom-pm"``, ``"dicom-sc"`` or ``"dicom-seg"``.
+    reason : str
+        Why, in one line.
+    """
+
+    kind: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"no {self.kind} written: {self.reason}"
+
+
+@dataclass(frozen=True)
 class ExplainedTarget:
     """What was explained for a study.
 
@@ -87,8 +106,10 @@ class StudyResult:
         ``(*source_spatial)`` map on the study's grid.
     outputs : list of Output
         The files written, ``report.json`` last.
+    skipped : list of SkippedOutput
+        The formats that could not be written for this study, and why.
     warnings : list of str
-        The explainer's warnings and what was not written.
+        The explainer's warnings, and a line per skipped output.
     timings : dict of str to float
         Seconds per stage (``read``, ``load_bundle``, ``preprocess``, ``explain``, ``map_back``, ``write``)
         and ``total``.
@@ -107,5 +128,6 @@ class StudyResult:
     saliency: torch.Tensor
     created: datetime
     outputs: list[Output] = field(default_factory=list)
+    skipped: list[SkippedOutput] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

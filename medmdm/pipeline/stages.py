@@ -10,8 +10,9 @@ grid) -> ``write`` (each writer takes the study and the map; none re-reads the s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import torch
 from monai.data import MetaTensor
 
 from medmdm.bundle import Bundle
-from medmdm.errors import InputError, ModelError
+from medmdm.errors import InputError, ModelError, own_warning
 from medmdm.explainers import Explainer, Explanation
 from medmdm.geometry import map_to_source
 from medmdm.io import Study, load_study
-from medmdm.pipeline.result import ExplainedTarget, Output
+from medmdm.pipeline.result import ExplainedTarget, Output, SkippedOutput
 from medmdm.writers import (
+    dicom_output_problem,
     write_nifti_image,
     write_nifti_overlay,
     write_parametric_map,
@@ -47,32 +49,77 @@ class PreparedStudy:
     network_input : monai.data.MetaTensor
         ``(1, C, *spatial)`` float32; its affine maps its voxels into the study's RAS space, which is how
         :func:`map_back` inverts the preprocessing.
+    notes : tuple of str
+        What preparing changed that the report should say (a channel conversion).
     """
 
     study: Study
     bundle: Bundle
     network_input: MetaTensor
+    notes: tuple[str, ...] = ()
 
 
 def read(path: str | Path, series_uid: str | None = None) -> Study:
-    """Read a DICOM file, DICOM series folder or NIfTI file (see :func:`medmdm.io.load_study`)."""
-    return load_study(path, series_uid=series_uid)
+    """Read a DICOM file, DICOM series folder or NIfTI file (see :func:`medmdm.io.load_study`); what the
+    reader warned about (resampled slices, a default spacing) is kept in ``Study.notes`` and warned again."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = load_study(path, series_uid=series_uid)
+    for record in caught:
+        warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+    notes = (" ".join(str(r.message).split()) for r in caught if own_warning(r))
+    return replace(study, notes=tuple(dict.fromkeys(notes)))
 
 
 def prepare(study: Study, bundle: Bundle) -> PreparedStudy:
     """Run the bundle's preprocessing on the study.
 
+    A grey study given to a network that takes 3 channels is repeated into them, and an RGB study given to
+    one that takes 1 is turned grey by luminance (ITU-R BT.601), with a warning; other channel counts that
+    differ from the network's are refused.
+
     Raises
     ------
     InputError
-        A study whose dimensionality the bundle does not take, or a failing preprocessing.
+        A study whose dimensionality or channels the bundle does not take, or a failing preprocessing.
     """
     dims = len(study.size)
     if bundle.spatial_dims is not None and bundle.spatial_dims != dims:
         raise InputError(
             f"{study.path}: a {dims}D study; bundle {bundle.name} explains {bundle.spatial_dims}D images"
         )
-    return PreparedStudy(study, bundle, bundle.preprocess(study))
+    network_input = bundle.preprocess(study)
+    given, wanted = int(network_input.shape[1]), bundle.input_channels
+    if wanted is None or given == wanted:
+        return PreparedStudy(study, bundle, network_input)
+    channels = int(study.image.shape[0])
+    conversion = CHANNEL_CONVERSIONS.get((channels, wanted))
+    if conversion is None:
+        raise InputError(
+            f"{study.path}: the study has {channels} channel(s) and gives bundle {bundle.name}'s network "
+            f"{given}; the network takes {wanted}"
+        )
+    name, convert = conversion
+    note = f"{study.path}: {name} for bundle {bundle.name}, whose network takes {wanted} channel(s)"
+    warnings.warn(note, stacklevel=2)
+    converted = replace(study, image=convert(study.image))
+    return PreparedStudy(study, bundle, bundle.preprocess(converted), (note,))
+
+
+def _to_grey(image: MetaTensor) -> MetaTensor:
+    weights = torch.tensor(LUMINANCE, dtype=image.dtype).reshape(3, *([1] * (image.ndim - 1)))
+    return (image * weights).sum(0, keepdim=True)
+
+
+def _to_rgb(image: MetaTensor) -> MetaTensor:
+    return image.repeat(3, *([1] * (image.ndim - 1)))
+
+
+LUMINANCE = (0.299, 0.587, 0.114)
+CHANNEL_CONVERSIONS = {
+    (3, 1): ("an RGB image turned grey by luminance", _to_grey),
+    (1, 3): ("a grey image repeated into 3 channels", _to_rgb),
+}
 
 
 def explain(explainer: Explainer, prepared: Sequence[PreparedStudy], target: Any = None) -> Explanation:
@@ -90,13 +137,24 @@ def explain(explainer: Explainer, prepared: Sequence[PreparedStudy], target: Any
     Raises
     ------
     ModelError
-        The network fails or the method cannot explain it (the message names the bundle).
+        The network fails or the method cannot explain it (the message names the studies and the bundle,
+        and the channel counts when they differ).
     """
     x = torch.cat([p.network_input.as_tensor().float() for p in prepared])
     try:
         return explainer.explain(x, target=target)
     except ModelError as error:
-        raise ModelError(f"bundle {prepared[0].bundle.name}: {error}") from error
+        studies = ", ".join(str(p.study.path) for p in prepared)
+        hint = _channel_hint(prepared[0].bundle.network, int(x.shape[1]))
+        raise ModelError(f"{studies}: bundle {prepared[0].bundle.name}: {error}{hint}") from error
+
+
+def _channel_hint(network: torch.nn.Module, given: int) -> str:
+    """Why a network may have failed: its first convolution takes another number of channels."""
+    first = next((m for m in network.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)), None)
+    if first is None or first.in_channels == given:
+        return ""
+    return f" (the study gives {given} channel(s); the network's first convolution takes {first.in_channels})"
 
 
 def map_back(explanation: Explanation, prepared: Sequence[PreparedStudy]) -> list[torch.Tensor]:
@@ -149,11 +207,11 @@ def write(
     -------
     outputs : list of Output
         The files written, relative to ``folder``.
-    warnings : list of str
-        What was not written, and why.
+    skipped : list of SkippedOutput
+        The DICOM formats this study or map cannot carry, and why; the other formats are still written.
     """
     outputs: list[Output] = []
-    warnings: list[str] = []
+    skipped: list[SkippedOutput] = []
 
     def add(path: Path, kind: str) -> None:
         outputs.append(Output(path.relative_to(folder).as_posix(), kind))
@@ -162,18 +220,32 @@ def write(
         add(write_nifti_overlay(saliency, study.image, folder / "saliency.nii.gz"), "nifti-overlay")
         if study.kind != "nifti":
             add(write_nifti_image(study.image, folder / "source.nii.gz"), "nifti-image")
-    if "dicom-pm" in formats:
-        path = folder / "saliency_pm.dcm"
-        add(write_parametric_map(saliency, study, path, method=method, target_label=target.label), "dicom-pm")
-    if "dicom-sc" in formats:
-        for path in write_secondary_capture(saliency, study, folder / "secondary_capture", method=method):
-            add(path, "dicom-sc")
-    if "dicom-seg" in formats:
+    dicom_writers = {
+        "dicom-pm": lambda: [
+            write_parametric_map(
+                saliency, study, folder / "saliency_pm.dcm", method=method, target_label=target.label
+            )
+        ],
+        "dicom-sc": lambda: write_secondary_capture(
+            saliency, study, folder / "secondary_capture", method=method
+        ),
+        "dicom-seg": lambda: [
+            write_segmentation(saliency, study, folder / "saliency_seg.dcm", method=method)
+        ],
+    }
+    for kind, write_kind in dicom_writers.items():
+        if kind not in formats:
+            continue
+        problem = dicom_output_problem(study, kind)
         try:
-            add(write_segmentation(saliency, study, folder / "saliency_seg.dcm", method=method), "dicom-seg")
-        except InputError as error:  # a flat map has no top region: say so, write the rest
-            warnings.append(f"no DICOM SEG written: {error}")
+            if problem is None:
+                for path in write_kind():
+                    add(path, kind)
+        except InputError as error:  # what only the map or highdicom can tell (a flat map has no SEG)
+            problem = str(error)
+        if problem is not None:
+            skipped.append(SkippedOutput(kind, problem))
     if "png" in formats:
         title = f"{model_name}: {method}, {target.label}"
         add(write_preview(study.image, saliency, folder / "preview.png", title=title), "png")
-    return outputs, warnings
+    return outputs, skipped

@@ -149,7 +149,7 @@ def explain_prepared(
     clock = time.perf_counter()
     with staging_folder(out_dir, overwrite) as staging:
         method, model_name = explanation.method, bundle.name
-        outputs, warnings = write(
+        outputs, skipped = write(
             staging, formats, study, saliency, method=method, target=target, model_name=model_name
         )
         timings["write"] = time.perf_counter() - clock
@@ -166,7 +166,14 @@ def explain_prepared(
             saliency=saliency,
             created=datetime.now(timezone.utc),
             outputs=[*outputs, Output(REPORT_NAME, "json")],
-            warnings=[*explanation.warnings, *warnings],
+            skipped=skipped,
+            warnings=[
+                *settings.notes,
+                *study.notes,
+                *prepared.notes,
+                *explanation.warnings,
+                *(str(s) for s in skipped),
+            ],
             timings=timings,
         )
         write_study_report(result, staging)

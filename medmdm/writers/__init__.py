@@ -4,13 +4,15 @@
 RAS affine; ``write_nifti_image(reference, path)`` writes the image beside it;
 ``write_preview(image, saliency, path)`` draws a PNG; for a DICOM study,
 ``write_parametric_map``, ``write_secondary_capture`` and ``write_segmentation`` write a Parametric Map,
-colour Secondary Captures and a binary SEG in the study's Study and Frame of Reference, in new series;
+colour Secondary Captures and a binary SEG in the study's Study and Frame of Reference, in new series
+(``dicom_output_problem(study, kind)`` says beforehand whether a study can carry each, and why not);
 ``write_report(report, path)`` writes the JSON report.
 """
 
 from __future__ import annotations
 
 from medmdm.writers.atomic import atomic_path
+from medmdm.writers.dicom_common import dicom_output_problem
 from medmdm.writers.nifti import write_nifti_image, write_nifti_overlay
 from medmdm.writers.parametric_map import write_parametric_map
 from medmdm.writers.preview import write_preview
@@ -20,6 +22,7 @@ from medmdm.writers.segmentation import write_segmentation
 
 __all__ = [
     "atomic_path",
+    "dicom_output_problem",
     "write_nifti_image",
     "write_nifti_overlay",
     "write_parametric_map",

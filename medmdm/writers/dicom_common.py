@@ -8,12 +8,20 @@ one), in a new series labelled as a research result, not for diagnosis.
 Layouts: a study's map is ``(W, H)`` (2D) or ``(X, Y, Z)`` (3D) with axis 0 the DICOM column
 index, axis 1 the row index and axis 2 the slice (sorted along the slice normal); highdicom wants
 frames ``(frames, rows, columns)`` in the order of the source's frames: slice order for
-single-frame images, the file's frame order for a multi-frame image.
+single-frame images, the file's frame order for a multi-frame image. A study read from an
+irregularly spaced series lies on a regular grid of its own
+(:attr:`medmdm.io.Study.source_slice_positions`): its map is first resampled back onto the source
+slices (linear interpolation between neighbouring grid slices), one frame per source slice.
 
-Sources: single-frame images (a series, or one file) and enhanced multi-frame images (frames
-placed by functional groups) for every writer; other multi-frame images (RT dose, ultrasound,
-NM frames) for the Secondary Capture only. An image without a frame of reference (a projection
-radiograph, CR/DX) has no place in patient space: each writer says how it deals with that.
+Sources (:func:`dicom_output_problem` says, before anything runs, whether a study can carry an
+output, and each writer asks it first): single-frame images (a series, or one file) and enhanced
+multi-frame images (frames placed by functional groups in a frame of reference, one orientation
+shared by all) for every writer; other multi-frame images (RT dose, ultrasound, NM frames) and RT
+Dose grids for the Secondary Capture only, as highdicom derives a Parametric Map or a Segmentation
+from a multi-frame source through its functional groups only. An image without a frame of
+reference (a projection radiograph, CR/DX) has no place in patient space: each writer says how
+it deals with that; a Segmentation needs the frame of reference where the source's IOD requires
+one. Every output needs the source's StudyInstanceUID, SOPClassUID and SOPInstanceUID.
 """
 
 from __future__ import annotations
@@ -27,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydicom import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import RTDoseStorage, generate_uid
 from pydicom.valuerep import DS
 
 from medmdm import __version__
 from medmdm.errors import InputError, one_line
-from medmdm.io import Study
+from medmdm.io import Study, interpolate_slices
 from medmdm.writers.checks import saliency_array
 
 MANUFACTURER = "medmdm"
@@ -57,6 +65,110 @@ LATERALITIES = ("R", "L")
 ORIENTATION_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines below this add no letter
 DECIMAL_STRING = 16  # characters in a DICOM DS value
+OUTPUT_KINDS = {
+    "dicom-pm": "a Parametric Map",
+    "dicom-sc": "a Secondary Capture",
+    "dicom-seg": "a Segmentation",
+}
+REFERENCED_IDENTIFIERS = ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")
+# Separators of old (ACR-NEMA) dates and times, which highdicom refuses: 2001.01.31, 14:04:38.
+OLD_SEPARATORS = {"DA": ".", "TM": ":"}
+
+
+def dicom_output_problem(study: Study, kind: str) -> str | None:
+    """Why a study cannot carry a DICOM output, or None when it can; the writers' first check.
+
+    Parameters
+    ----------
+    study : medmdm.io.Study
+        The study the map lies on.
+    kind : str
+        ``"dicom-pm"``, ``"dicom-sc"`` or ``"dicom-seg"``.
+
+    Returns
+    -------
+    str or None
+        One line, without the study's path: a NIfTI study or one without DICOM headers; a source
+        without the identifiers the output references; for a Parametric Map or a Segmentation, an
+        RT Dose grid, a retired SOP class, or a multi-frame image whose frames are not placed by
+        functional groups in a frame of reference with one shared orientation; for a
+        Segmentation, a source placed in patient space without a frame of reference (its IOD
+        requires one; a radiograph, whose IOD has none, is fine). None when the writer can write
+        it (the map itself is checked by the writer).
+
+    Raises
+    ------
+    InputError
+        An unknown ``kind``.
+    """
+    if kind not in OUTPUT_KINDS:
+        raise InputError(f"unknown DICOM output {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
+    if study.kind == "nifti":
+        return "DICOM outputs need a DICOM source; this study is NIfTI"
+    if not study.headers:
+        return (
+            "DICOM outputs need a DICOM source; this study has no DICOM headers "
+            "(read it with medmdm.io.load_study)"
+        )
+    first = study.headers[0]
+    missing = [keyword for keyword in REFERENCED_IDENTIFIERS if not first.get(keyword)]
+    if missing:
+        return f"DICOM outputs reference the source's {' and '.join(missing)}, which it lacks"
+    if kind == "dicom-sc":
+        return None
+    what, sop = OUTPUT_KINDS[kind], sop_class_name(first)
+    if first.SOPClassUID == RTDoseStorage:
+        return f"{what} is derived from images; this source is an RT Dose grid"
+    if first.SOPClassUID.is_retired:
+        return f"{what} cannot be derived from a retired SOP class ({sop}), which highdicom does not know"
+    if is_multiframe(first) and not has_patient_geometry(first):
+        return (
+            f"{what} needs single-frame images or an enhanced multi-frame image (frames placed by "
+            f"functional groups in a frame of reference, one orientation for all); this file is {sop}"
+        )
+    if kind == "dicom-seg" and "FrameOfReferenceUID" not in first and "ImagePositionPatient" in first:
+        return (
+            f"{what} copies the source's frame of reference; this {sop} file places its image in patient "
+            "space (ImagePositionPatient) without the FrameOfReferenceUID its IOD requires"
+        )
+    return None
+
+
+def sop_class_name(dataset: Dataset) -> str:
+    """The name of a header's SOP class (its UID when unknown, ``"?"`` when absent)."""
+    uid = dataset.get("SOPClassUID")
+    return str(getattr(uid, "name", uid or "?"))
+
+
+def is_multiframe(dataset: Dataset) -> bool:
+    """Whether a header is a multi-frame image: NumberOfFrames over 1, or functional groups.
+
+    A classic image holding one frame (NumberOfFrames 1, no functional groups) is single-frame,
+    as :func:`DicomSource.of` makes it for highdicom.
+    """
+    return "PerFrameFunctionalGroupsSequence" in dataset or int(dataset.get("NumberOfFrames") or 1) > 1
+
+
+def has_patient_geometry(dataset: Dataset) -> bool:
+    """Whether a header places its frames in patient space as highdicom reads them.
+
+    A frame of reference, and: position and orientation (single-frame); one functional group per
+    frame, plane positions, one plane orientation shared by all frames, and pixel measures in the
+    functional groups (multi-frame).
+    """
+    if "FrameOfReferenceUID" not in dataset:
+        return False
+    if not is_multiframe(dataset):
+        return "ImagePositionPatient" in dataset and "ImageOrientationPatient" in dataset
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+    if not (shared and per_frame) or len(per_frame) != int(dataset.get("NumberOfFrames") or 1):
+        return False
+    return (
+        "PlaneOrientationSequence" in shared[0]
+        and ("PlanePositionSequence" in per_frame[0] or "PlanePositionSequence" in shared[0])
+        and ("PixelMeasuresSequence" in per_frame[0] or "PixelMeasuresSequence" in shared[0])
+    )
 
 
 @dataclass(frozen=True)
@@ -114,21 +226,18 @@ class DicomSource:
     datasets: list[Dataset]
 
     @classmethod
-    def of(cls, study: Study) -> DicomSource:
-        """The source of a study, from the headers it kept when it was read; the study is left as is.
+    def of(cls, study: Study, kind: str) -> DicomSource:
+        """The source of a study for an output ``kind``, from the headers the study kept when it was
+        read; the study is left as is.
 
         Raises
         ------
         InputError
-            A NIfTI study; a study without DICOM headers (not read by :func:`medmdm.io.load_study`).
+            What :func:`dicom_output_problem` finds, named with the study's path.
         """
-        if study.kind == "nifti":
-            raise InputError(f"{study.path}: DICOM outputs need a DICOM source; this study is NIfTI")
-        if not study.headers:
-            raise InputError(
-                f"{study.path}: DICOM outputs need a DICOM source; this study has no DICOM headers "
-                "(read it with medmdm.io.load_study)"
-            )
+        problem = dicom_output_problem(study, kind)
+        if problem is not None:
+            raise InputError(f"{study.path}: {problem}")
         thickness = float(np.linalg.norm(np.asarray(study.affine, dtype=float)[:3, 2]))
         datasets = [copy.deepcopy(header) for header in study.headers]
         for ds in datasets:
@@ -143,44 +252,43 @@ class DicomSource:
     @property
     def is_multiframe(self) -> bool:
         """Whether the study is the frames of one multi-frame file (enhanced, or several frames)."""
-        return "NumberOfFrames" in self.datasets[0]
+        return is_multiframe(self.datasets[0])
 
     @property
     def has_patient_geometry(self) -> bool:
         """Whether the source places its frames in patient space (frame of reference and planes)."""
-        first = self.datasets[0]
-        if "FrameOfReferenceUID" not in first:
-            return False
-        if self.is_multiframe:
-            shared = first.get("SharedFunctionalGroupsSequence")
-            per_frame = first.get("PerFrameFunctionalGroupsSequence")
-            return bool(shared and per_frame) and (
-                "PlanePositionSequence" in per_frame[0] or "PlanePositionSequence" in shared[0]
-            )
-        return "ImagePositionPatient" in first and "ImageOrientationPatient" in first
+        return has_patient_geometry(self.datasets[0])
+
+    @property
+    def slice_count(self) -> int:
+        """The number of source slices (frames): the study's, before any resampling."""
+        return len(self.study.sop_instance_uids)
+
+    def on_source_slices(self, data: np.ndarray) -> np.ndarray:
+        """A ``(..., W, H)`` or ``(..., X, Y, Z)`` array on the study's grid, on the source's slices.
+
+        The study's own slices unless the study was resampled from an irregular series: then
+        linearly interpolated between neighbouring grid slices at each source slice's position.
+        """
+        positions = self.study.source_slice_positions
+        if not positions:
+            return data
+        step = float(self.study.spacing[2])
+        return interpolate_slices(data, np.asarray(positions) / step)
 
     def dataset_of_slice(self, k: int) -> Dataset:
         """The header of the file holding slice ``k``."""
         return self.datasets[0] if self.is_multiframe else self.datasets[k]
 
     def frames(self, data: np.ndarray) -> np.ndarray:
-        """A ``(W, H)`` or ``(X, Y, Z)`` map as ``(frames, rows, cols)`` in the source's frame order."""
+        """A ``(W, H)`` or ``(X, Y, Z)`` map on the source's slices (see :func:`study_map`) as
+        ``(frames, rows, cols)`` in the source's frame order."""
         frames = slices_to_frames(data)
         if not self.is_multiframe:
             return frames
         in_file_order = np.empty_like(frames)
         in_file_order[np.asarray(self.study.frame_numbers) - 1] = frames
         return in_file_order
-
-    def require_frame_geometry(self, what: str) -> None:
-        """Raise :class:`InputError` for a multi-frame source without plane positions per frame."""
-        if self.is_multiframe and not self.has_patient_geometry:
-            first = self.datasets[0]
-            sop = getattr(first.get("SOPClassUID"), "name", first.get("SOPClassUID", "?"))
-            raise InputError(
-                f"{self.study.files[0]}: {what} needs single-frame images or an enhanced multi-frame "
-                f"image (frames placed by functional groups in a frame of reference); this file is {sop}"
-            )
 
     def source_reference(self, k: int) -> Dataset:
         """A Source Image Sequence item referencing slice ``k`` (and its frame, in a multi-frame file)."""
@@ -206,27 +314,30 @@ class DicomSource:
 
 @contextlib.contextmanager
 def derivation_errors(source: DicomSource, what: str) -> Iterator[None]:
-    """Turn highdicom's refusal of a source (ValueError, AttributeError) into an :class:`InputError`.
+    """Turn highdicom's refusal of a source (ValueError, AttributeError, KeyError) into an
+    :class:`InputError`.
 
     highdicom checks the source while it builds a derived object and raises on what it cannot
-    use (an attribute the source's IOD requires but lacks, geometry it cannot read).
+    use (an attribute the source's IOD requires but lacks, geometry it cannot read, a SOP class
+    it does not know).
     """
     try:
         yield
-    except (ValueError, AttributeError) as e:
+    except (ValueError, AttributeError, KeyError) as e:
         raise InputError(f"{source.path}: cannot derive {what} from this source ({one_line(e)})") from e
 
 
 def study_map(saliency: torch.Tensor | np.ndarray, source: DicomSource) -> np.ndarray:
-    """The map as a finite float64 ``(*spatial)`` array on the source study's grid.
+    """A map on the study's grid as a finite float64 array on the source's slices: ``(W, H)`` or
+    ``(X, Y, N)`` with N the source's slices (:meth:`DicomSource.on_source_slices`).
 
     Raises
     ------
     InputError
-        A map of another spatial shape or with non-finite values.
+        A map of another spatial shape than the study's or with non-finite values.
     """
     values = saliency if isinstance(saliency, torch.Tensor) else torch.as_tensor(np.asarray(saliency))
-    return saliency_array(values, tuple(source.study.size), f"grid of {source.path}")
+    return source.on_source_slices(saliency_array(values, tuple(source.study.size), f"grid of {source.path}"))
 
 
 def slices_to_frames(data: np.ndarray) -> np.ndarray:
@@ -280,7 +391,8 @@ def _prepare_header(dataset: Dataset, thickness: float) -> None:
     frame (NumberOfFrames 1, no functional groups) is made a plain single-frame image; a missing
     SliceThickness of a single-frame image becomes ``thickness`` (the study's slice step); decimal
     strings longer than DICOM allows (16 characters; some writers store ``repr(float)``) are
-    rounded to fit.
+    rounded to fit; old (ACR-NEMA) dates and times (``2001.01.31``, ``14:04:38``) lose their
+    separators.
     """
     for keyword in TYPE_2_PATIENT_STUDY:
         if keyword not in dataset:
@@ -289,16 +401,19 @@ def _prepare_header(dataset: Dataset, thickness: float) -> None:
         del dataset.NumberOfFrames
     if "NumberOfFrames" not in dataset and dataset.get("SliceThickness") in (None, ""):
         dataset.SliceThickness = thickness
-    _shorten_decimal_strings(dataset)
+    _conform_values(dataset)
 
 
-def _shorten_decimal_strings(dataset: Dataset) -> None:
-    """Round DS values too long for DICOM (over 16 characters) to fit, in nested sequences too."""
+def _conform_values(dataset: Dataset) -> None:
+    """Make values conform where highdicom copies them, in nested sequences too: DS values over 16
+    characters rounded to fit, old date and time separators removed."""
     for tag in list(dataset.keys()):
         element = dataset[tag]
         if element.VR == "SQ":
             for item in element.value:
-                _shorten_decimal_strings(item)
+                _conform_values(item)
+        elif element.VR in OLD_SEPARATORS and isinstance(element.value, str):
+            element.value = element.value.replace(OLD_SEPARATORS[element.VR], "")
         elif element.VR == "DS" and element.VM > 0:
             values = list(element.value) if element.VM > 1 else [element.value]
             if any(len(str(v)) > DECIMAL_STRING for v in values):

@@ -67,12 +67,12 @@ def write_parametric_map(
     Raises
     ------
     InputError
-        A NIfTI study, a multi-frame source without plane positions, a map of another shape or
-        with non-finite values, a description over 64 characters.
+        What :func:`~medmdm.writers.dicom_output_problem` finds (a NIfTI study, an RT Dose grid, a
+        multi-frame source without plane positions...), a map of another shape or with non-finite
+        values, a description over 64 characters.
     """
     path = Path(path)
-    source = common.DicomSource.of(study)
-    source.require_frame_geometry("a Parametric Map")
+    source = common.DicomSource.of(study, "dicom-pm")
     data = common.study_map(saliency, source).astype(np.float32)
     if series_description is None:
         series_description = common.series_description(method, "saliency")

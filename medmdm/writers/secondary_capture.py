@@ -4,9 +4,11 @@ One RGB Secondary Capture image (highdicom's ``SCImage``, ImageType DERIVED\\SEC
 that holds the map's mass, in the source's study, in a new series: a 2D study gives one image, a
 volume the fewest slices whose summed map reaches ``mass_fraction`` of its total (in slice order).
 
-Each image is the source slice in grey (windowed by the first source file's WindowCenter and
-WindowWidth when it has them at its top level, else from the 1st to the 99th percentile of the
-whole study, the same for every slice; MONOCHROME1 shown inverted; colour sources as stored)
+Each image is the source slice in grey as :mod:`medmdm.io` reads it (MONOCHROME1 already inverted,
+high values bright), windowed by the first source file's WindowCenter and WindowWidth when it has
+them at its top level and is not MONOCHROME1 (whose window applies to the values before the
+inversion), else from the 1st to the 99th percentile of the whole study, the same for every slice;
+colour sources as read (RGB, 0 to ``2**BitsStored - 1``; a palette's colours 0 to 255)
 with the map over it in ``colormap``, ``alpha`` opaque, its lowest values (below
 :data:`medmdm.writers.preview.HIDE_BELOW` of the map's range) left out. Pixels are the source's:
 row ``j``, column ``i`` of the image is voxel ``(i, j)`` of the slice. "RESEARCH - NOT FOR
@@ -106,8 +108,9 @@ def write_secondary_capture(
     Raises
     ------
     InputError
-        A NIfTI study, a map of another shape or with non-finite values, ``mass_fraction`` or
-        ``alpha`` out of range, an unknown ``colormap``.
+        What :func:`~medmdm.writers.dicom_output_problem` finds (a NIfTI study...), a map of
+        another shape or with non-finite values, ``mass_fraction`` or ``alpha`` out of range, an
+        unknown ``colormap``.
     """
     import matplotlib
 
@@ -117,11 +120,11 @@ def write_secondary_capture(
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
     if colormap not in matplotlib.colormaps:
         raise InputError(f"unknown colormap {colormap!r}: use a matplotlib colour map name")
-    source = common.DicomSource.of(study)
+    source = common.DicomSource.of(study, "dicom-sc")
     data = common.study_map(saliency, source)
     volume = data[..., None] if data.ndim == 2 else data
-    image = source.study.image.detach().as_tensor().cpu().numpy()
-    image = image[..., None] if image.ndim == 3 else image  # (C, X, Y, Z)
+    image = source.on_source_slices(source.study.image.detach().as_tensor().cpu().numpy())
+    image = image[..., None] if image.ndim == 3 else image  # (C, X, Y, Z) on the source's slices
     grey_range = _grey_range(source, image)
     low, high = float(data.min()), float(data.max())
     series = common.NewSeries.derived_from(
@@ -132,7 +135,7 @@ def write_secondary_capture(
         shown = (volume[..., k] - low) / (high - low) if high > low else np.zeros(volume.shape[:2])
         weight = np.where(shown >= HIDE_BELOW, alpha, 0.0)[..., None]
         colours = matplotlib.colormaps[colormap](shown)[..., :3]
-        blended = (1 - weight) * _display_slice(source, image[..., k], grey_range) + weight * colours
+        blended = (1 - weight) * _display_slice(image[..., k], grey_range) + weight * colours
         rgb = np.round(blended.transpose(1, 0, 2) * 255).astype(np.uint8)  # (rows, cols, 3)
         rgb, burned_in = _burn_in_notice(rgb)
         captures.append(_capture(source, series, rgb, k, number, method, burned_in))
@@ -151,24 +154,22 @@ def _grey_range(source: common.DicomSource, image: np.ndarray) -> tuple[float, f
     """The values shown black and white: the first file's window, else the study's percentiles."""
     first = source.datasets[0]
     if image.shape[0] == 3:
-        return 0.0, float(2 ** int(first.get("BitsStored") or 8) - 1)
+        palette = first.get("PhotometricInterpretation") == "PALETTE COLOR"
+        return 0.0, float(2 ** (8 if palette else int(first.get("BitsStored") or 8)) - 1)
     center, width = _first_value(first.get("WindowCenter")), _first_value(first.get("WindowWidth"))
-    if center is not None and width is not None and width > 0:
+    inverted = first.get("PhotometricInterpretation") == "MONOCHROME1"
+    if center is not None and width is not None and width > 0 and not inverted:
         return center - width / 2, center + width / 2
     low, high = (float(v) for v in np.percentile(image[0], GREY_PERCENTILES))
     return low, high
 
 
-def _display_slice(
-    source: common.DicomSource, plane: np.ndarray, grey_range: tuple[float, float]
-) -> np.ndarray:
+def _display_slice(plane: np.ndarray, grey_range: tuple[float, float]) -> np.ndarray:
     """A ``(C, W, H)`` plane of the study as ``(W, H, 3)`` RGB in [0, 1]."""
     low, high = grey_range
     shown = np.clip((plane.astype(np.float64) - low) / (high - low), 0, 1) if high > low else plane * 0.0
     if shown.shape[0] == 3:
         return np.moveaxis(shown, 0, -1)
-    if source.datasets[0].get("PhotometricInterpretation") == "MONOCHROME1":
-        shown = 1 - shown
     return np.repeat(shown[0][..., None], 3, axis=-1)
 
 
@@ -237,7 +238,6 @@ def _capture(
     capture.PatientOrientation = source.patient_orientation() or None
     capture.BurnedInAnnotation = "YES" if burned_in else "NO"
     capture.SourceImageSequence = [source.source_reference(k)]
-    slices = source.study.size[2] if len(source.study.size) == 3 else 1
-    capture.DerivationDescription = f"medmdm {method} saliency over slice {k + 1} of {slices}"
+    capture.DerivationDescription = f"medmdm {method} saliency over slice {k + 1} of {source.slice_count}"
     common.copy_laterality(capture, reference)
     return capture

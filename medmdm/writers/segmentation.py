@@ -100,12 +100,12 @@ def write_segmentation(
     Raises
     ------
     InputError
-        A NIfTI study, a multi-frame source without plane positions, a map of another shape,
-        with non-finite values or flat, ``top_fraction`` outside (0, 1].
+        What :func:`~medmdm.writers.dicom_output_problem` finds (a NIfTI study, an RT Dose grid, a
+        multi-frame source without plane positions...), a map of another shape, with non-finite
+        values or flat, ``top_fraction`` outside (0, 1].
     """
     path = Path(path)
-    source = common.DicomSource.of(study)
-    source.require_frame_geometry("a Segmentation")
+    source = common.DicomSource.of(study, "dicom-seg")
     region = top_region(common.study_map(saliency, source), top_fraction)
     label = f"Saliency top {top_fraction * 100:.3g}%"
     series = common.NewSeries.derived_from(

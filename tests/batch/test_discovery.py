@@ -13,7 +13,7 @@ import pytest
 
 from medmdm.batch import discover, read_manifest
 from medmdm.batch.discovery import content_key, safe_name
-from medmdm.errors import InputError
+from medmdm.errors import InputError, OptionError
 from tests.batch.conftest import Archive
 
 
@@ -130,3 +130,41 @@ def test_bad_manifests_name_the_file_and_line(tmp_path: Path, name: str, text: s
 def test_a_missing_input_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         discover(tmp_path / "nothing")
+
+
+def test_masks_and_labels_in_a_folder_are_not_studies_unless_named(tmp_path: Path) -> None:
+    study = Path(__file__).resolve().parents[2] / "sample_data" / "studies" / "cr_lesion.nii.gz"
+    for name in ("a.nii.gz", "a_mask.nii.gz", "a_labels.nii.gz", "b_label_map.nii.gz"):
+        shutil.copy(study, tmp_path / name)
+    assert [s.path.name for s in discover(tmp_path).studies] == ["a.nii.gz"]
+    assert [s.path.name for s in discover(tmp_path / "a_mask.nii.gz").studies] == ["a_mask.nii.gz"]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\na_mask.nii.gz\n")
+    assert [s.path.name for s in discover(manifest).studies] == ["a_mask.nii.gz"]
+
+
+@pytest.mark.parametrize(("prefer", "explained"), [("dicom", ["ct_nodule"]), ("nifti", ["ct_nodule.nii.gz"]),
+                                                   ("both", ["ct_nodule", "ct_nodule.nii.gz"])])  # fmt: skip
+def test_a_nifti_copy_of_a_dicom_study_is_explained_once(
+    tmp_path: Path, prefer: str, explained: list
+) -> None:
+    samples = Path(__file__).resolve().parents[2] / "sample_data" / "studies"
+    shutil.copytree(samples / "ct_nodule", tmp_path / "ct_nodule")
+    shutil.copy(samples / "ct_nodule.nii.gz", tmp_path)
+    shutil.copy(samples / "cr_lesion.nii.gz", tmp_path / "other.nii.gz")  # no DICOM twin: always explained
+    studies = discover(tmp_path, prefer=prefer).studies
+    assert sorted(s.path.name for s in studies if not s.note) == sorted([*explained, "other.nii.gz"])
+    for skipped in (s for s in studies if s.note):
+        assert f"the same study as {tmp_path}" in skipped.note and f"--prefer {prefer}" in skipped.note
+    with pytest.raises(OptionError, match="--prefer"):
+        discover(tmp_path, prefer="png")
+
+
+def test_dicom_files_without_preamble_or_file_meta_are_found(tmp_path: Path) -> None:
+    series = Path(__file__).resolve().parents[2] / "sample_data" / "studies" / "ct_nodule"
+    for source in sorted(series.iterdir())[:3]:
+        ds = pydicom.dcmread(source)
+        ds.preamble, ds.file_meta = None, pydicom.dataset.FileMetaDataset()
+        ds.save_as(tmp_path / f"{source.stem}.raw", enforce_file_format=False)
+    (study,) = discover(tmp_path).studies
+    assert (study.key, study.error) == (safe_name(str(ds.SeriesInstanceUID)), "")

@@ -7,7 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+import torch
 from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
 
 from medmdm.io import load_study
 
@@ -237,3 +239,77 @@ def test_rle_compressed_series_and_non_image_files_ignored(ct_series):
     study = load_study(ct_series.folder)
     expected = ct_series.stored.astype(np.float32) * 2.0 - 1024.0
     np.testing.assert_array_equal(study.image[0].numpy().transpose(2, 1, 0), expected)
+
+
+def _simpleitk_values(path) -> np.ndarray:
+    """SimpleITK's array as ours: (C, W, H) for a 2D file."""
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[0]  # (H, W[, 3])
+    return (array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)).transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "tolerance"),
+    [
+        ("OT-PAL-8-face.dcm", 0),  # PALETTE COLOR, 16-bit palette, no file meta
+        ("examples_palette.dcm", 0),
+        ("SC_ybr_full_uncompressed.dcm", 1),  # YBR_FULL: the two conversions round differently
+        ("SC_rgb.dcm", 0),
+    ],
+)
+def test_colour_reads_as_simpleitk_reads_it(name, tolerance):
+    path = get_testdata_file(name)
+    study = load_study(path)
+    assert study.image.shape[0] == 3
+    np.testing.assert_allclose(study.image.numpy(), _simpleitk_values(path), atol=tolerance)
+
+
+@pytest.mark.parametrize(("bits", "signed"), [(12, False), (16, True)])
+def test_monochrome1_is_inverted_as_simpleitk_inverts_it(tmp_path, bits, signed):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    stored = np.random.default_rng(0).integers(
+        0 if not signed else -2000, 2**bits // 2, (ds.Rows, ds.Columns)
+    )
+    ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, int(signed)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    path = tmp_path / "mono1.dcm"
+    ds.save_as(path)
+    study = load_study(path)
+    np.testing.assert_allclose(study.image.numpy(), _simpleitk_values(path))
+    inverted = (2**bits - 1 - stored) if not signed else (-stored - 1)
+    expected = inverted * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_allclose(study.image[0].numpy(), expected.T)
+
+
+def test_file_without_preamble_or_file_meta_reads_as_with(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small_implicit.dcm"))
+    ds.file_meta, ds.preamble = FileMetaDataset(), None
+    path = tmp_path / "old"
+    ds.save_as(path, enforce_file_format=False)
+    assert path.read_bytes()[:2] == b"\x08\x00"
+    study, reference = load_study(path), load_study(get_testdata_file("MR_small_implicit.dcm"))
+    torch.testing.assert_close(study.image.as_tensor(), reference.image.as_tensor())
+    torch.testing.assert_close(study.affine, reference.affine)
+
+
+def test_radiograph_without_pixel_spacing_reads_with_1_mm_and_a_warning(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.PixelSpacing
+    path = tmp_path / "no_spacing.dcm"
+    ds.save_as(path)
+    with pytest.warns(UserWarning) as caught:
+        study = load_study(path)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: no PixelSpacing or ImagerPixelSpacing; read with 1 mm pixels"
+    ]
+    assert study.spacing == (1.0, 1.0)
+
+
+def test_rt_dose_with_absolute_grid_offsets(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    z = float(ds.ImagePositionPatient[2])
+    relative = load_study(get_testdata_file("rtdose.dcm"))
+    ds.GridFrameOffsetVector = [z + float(v) for v in ds.GridFrameOffsetVector]  # type b: first is the z
+    path = tmp_path / "dose.dcm"
+    ds.save_as(path)
+    torch.testing.assert_close(load_study(path).affine, relative.affine)

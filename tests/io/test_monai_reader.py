@@ -168,12 +168,21 @@ def _raises_input_error(path, named, match, load=None):
     assert str(named) in message
 
 
-def test_series_with_a_missing_slice_is_an_input_error_not_a_fallback(ct_series):
+def test_series_with_a_missing_slice_is_resampled_not_stacked(ct_series):
     ct_series.files[3].unlink()
-    # MONAI's own reader stacks the seven files without a word: what LoadImage would fall back to
+    # MONAI's own reader stacks the seven files without a word, one slice short of the volume
     fallback = LoadImage(reader=PydicomReader(), image_only=True)(ct_series.folder)
     assert fallback.shape[-1] == len(ct_series.files) - 1
-    _raises_input_error(ct_series.folder, ct_series.files[4], "inconsistent slice spacing")
+    with pytest.warns(UserWarning, match="irregular slice gaps"):
+        image = LoadImage(reader=StudyReader(), image_only=True)(ct_series.folder)
+    assert image.shape[-1] == len(ct_series.files)
+
+
+def test_series_in_two_parts_is_an_input_error_not_a_fallback(series_writer, tmp_path):
+    spec = series_writer(tmp_path / "ct", n_slices=14)
+    for f in spec.files[3:11]:
+        f.unlink()
+    _raises_input_error(spec.folder, spec.folder, "not one volume")
 
 
 def test_missing_path_is_an_input_error(tmp_path):

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
+import pytest
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
+from pydicom.dataset import FileMetaDataset
+from pydicom.valuerep import DSfloat
 
+from medmdm.errors import InputError
 from medmdm.io import Study, load_study
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -101,9 +106,6 @@ def test_nifti_written_from_the_metatensor_agrees_with_simpleitk(oblique_series,
 
 
 def test_two_series_need_a_choice(tmp_path, series_writer):
-    import pytest
-
-    from medmdm.errors import InputError
     from medmdm.io import list_series
 
     ct = series_writer(tmp_path / "study" / "ct", seed=2, description="chest")
@@ -124,3 +126,90 @@ def test_two_series_need_a_choice(tmp_path, series_writer):
     assert chosen.modality == "MR" and chosen.size == (20, 16, 5)
     with pytest.raises(InputError, match=r"no series 1\.2\.3"):
         load_study(tmp_path / "study", series_uid="1.2.3")
+
+
+def _move(spec, shifts: dict[int, float]) -> None:
+    """Move slices of a written series along their normal by ``shifts[k]`` mm."""
+    normal = np.cross(spec.orientation[:3], spec.orientation[3:])
+    for k, shift in shifts.items():
+        ds = pydicom.dcmread(spec.files[k])
+        ds.ImagePositionPatient = [
+            DSfloat(float(v), auto_format=True) for v in spec.positions[k] + shift * normal
+        ]
+        ds.save_as(spec.files[k])
+
+
+def test_jitter_within_one_percent_is_one_step(ct_series, recwarn):
+    _move(ct_series, {k: 0.005 * (-1) ** k for k in range(8)})  # gaps 2.49 and 2.51 mm: within 1%
+    study = load_study(ct_series.folder)
+    assert study.size == (20, 16, 8) and study.source_slice_positions == ()
+    assert not [w for w in recwarn if "slice gaps" in str(w.message)]
+    np.testing.assert_allclose(study.spacing[2], 2.5, atol=0.02)
+
+
+def test_a_missing_slice_is_resampled_onto_a_regular_grid(ct_series):
+    ct_series.files[3].unlink()
+    with pytest.warns(UserWarning) as caught:
+        study = load_study(ct_series.folder)
+    (message,) = [str(w.message) for w in caught if "slice gaps" in str(w.message)]
+    assert "\n" not in message
+    assert message == f"{ct_series.folder}: irregular slice gaps (2.5 to 5 mm, median 2.5 mm); " + (
+        "resampled onto 8 slices 2.5 mm apart"
+    )
+    assert study.size == (20, 16, 8) and study.spacing[2] == pytest.approx(2.5)
+    np.testing.assert_allclose(study.affine.numpy(), _expected_affine(ct_series), atol=1e-4)
+    hu = ct_series.stored.astype(np.float32).transpose(2, 1, 0) * 2.0 - 1024.0  # (X, Y, Z)
+    got = study.image[0].numpy()
+    kept = [0, 1, 2, 4, 5, 6, 7]
+    np.testing.assert_allclose(got[..., kept], hu[..., kept], atol=1e-3)
+    np.testing.assert_allclose(got[..., 3], (hu[..., 2] + hu[..., 4]) / 2, atol=1e-3)  # between neighbours
+    assert study.source_slice_positions == pytest.approx([2.5 * k for k in kept])
+    assert study.files == [ct_series.files[k] for k in kept] and len(study.headers) == 7
+
+
+def test_irregular_gaps_are_resampled_at_the_median_gap(ct_series):
+    _move(ct_series, dict.fromkeys(range(4, 8), 1.0))  # at 0, 2.5, 5, 7.5, 11, 13.5, 16, 18.5 mm
+    with pytest.warns(UserWarning, match=r"irregular slice gaps \(2\.5 to 3\.5 mm, median 2\.5 mm\)"):
+        study = load_study(ct_series.folder)
+    assert study.size[2] == 8  # 0 to 17.5 mm, 2.5 mm apart: the nearest grid to 18.5 mm
+    hu = ct_series.stored.astype(np.float32).transpose(2, 1, 0) * 2.0 - 1024.0
+    got = study.image[0].numpy()
+    np.testing.assert_allclose(got[..., 4], hu[..., 3] * (1 / 3.5) + hu[..., 4] * (2.5 / 3.5), atol=1e-3)
+    np.testing.assert_allclose(got[..., 7], hu[..., 6] * 0.4 + hu[..., 7] * 0.6, atol=1e-3)
+    assert study.source_slice_positions == pytest.approx([0, 2.5, 5, 7.5, 11, 13.5, 16, 18.5])
+
+
+def test_orientation_tolerance(ct_series):
+    def turned(angle: float) -> list[float]:
+        cos, sin = float(np.cos(angle)), float(np.sin(angle))
+        return [cos, sin, 0.0, -sin, cos, 0.0]
+
+    ds = pydicom.dcmread(ct_series.files[5])
+    ds.ImageOrientationPatient = turned(5e-4)  # cosines within 1e-3 of the others'
+    ds.save_as(ct_series.files[5])
+    assert load_study(ct_series.folder).size == (20, 16, 8)
+    ds.ImageOrientationPatient = turned(2e-3)
+    ds.save_as(ct_series.files[5])
+    with pytest.raises(InputError, match="orientation differs"):
+        load_study(ct_series.folder)
+
+
+def test_files_without_preamble_or_file_meta_are_found(ct_series):
+    reference = load_study(ct_series.folder)
+    for f in ct_series.files:
+        ds = pydicom.dcmread(f)
+        ds.file_meta, ds.preamble = FileMetaDataset(), None
+        ds.save_as(f, enforce_file_format=False)
+    (ct_series.folder / "notes.txt").write_text("not an image\n")
+    (ct_series.folder / "junk").write_bytes(b"\x08\x00" + bytes(range(256)) * 3)  # begins like a data set
+    study = load_study(ct_series.folder)
+    torch.testing.assert_close(study.image.as_tensor(), reference.image.as_tensor())
+    torch.testing.assert_close(study.affine, reference.affine)
+
+
+def test_a_folder_linked_twice_is_read_once(ct_series, tmp_path):
+    top = tmp_path / "archive"
+    top.mkdir()
+    (top / "a").symlink_to(ct_series.folder)
+    (top / "b").symlink_to(ct_series.folder)
+    assert load_study(top).size == (20, 16, 8)

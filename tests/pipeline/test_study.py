@@ -96,3 +96,23 @@ def test_formats(case):
     with pytest.raises(InputError, match="need a DICOM study"):
         Settings(formats="dicom-pm").formats_for(result.study)
     assert "dicom-pm" not in Settings().formats_for(result.study)
+
+
+def test_what_reading_warned_is_in_the_report(tmp_path):
+    import shutil
+    import warnings
+    from pathlib import Path
+
+    series = Path(__file__).resolve().parents[2] / "sample_data" / "studies" / "ct_nodule"
+    shutil.copytree(series, tmp_path / "ct")
+    slices = sorted((tmp_path / "ct").iterdir())
+    slices[10].unlink()  # one gap twice as wide: read resampled onto a regular grid
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = explain_study(
+            tmp_path / "ct", None, tmp_path / "out", method="saliency", formats="nifti,json"
+        )
+    notes = [w for w in result.warnings if "resampled" in w]
+    assert len(notes) == 1 and notes == list(result.study.notes)
+    assert notes[0] in json.loads((tmp_path / "out" / "report.json").read_text())["warnings"]
+    assert any("resampled" in str(w.message) for w in caught)  # and still warned, for the command line

@@ -146,3 +146,9 @@ def multiframe(tmp_path_factory: pytest.TempPathFactory) -> Source:
 @pytest.fixture
 def ct_small() -> Source:
     return build_source("ct_small", Path())
+
+
+@pytest.fixture
+def series_writer():
+    """The CT series builder of ``tests/io/conftest.py`` (``write_series``)."""
+    return _io_builders().write_series

@@ -334,9 +334,9 @@ def test_secondary_capture_of_a_radiograph(tmp_path: Path, radiograph) -> None:
     assert np.argwhere(coloured_pixels(ds)).tolist() == [[7, 5]]
     inferno_top = np.asarray(matplotlib.colormaps["inferno"](1.0)[:3]) * 255
     np.testing.assert_allclose(ds.pixel_array[7, 5], inferno_top, atol=0.51)
-    values = radiograph.study.image[0].numpy().astype(float).T
+    values = radiograph.study.image[0].numpy().astype(float).T  # MONOCHROME1: read inverted already
     low, high = np.percentile(values, (1, 99))
-    grey = (1 - np.clip((values - low) / (high - low), 0, 1)) * 255  # MONOCHROME1: high values dark
+    grey = np.clip((values - low) / (high - low), 0, 1) * 255  # high stored values dark
     grey[7, 5] = ds.pixel_array[7, 5, 0]
     np.testing.assert_allclose(ds.pixel_array[..., 0], grey, atol=0.51)
 
@@ -403,9 +403,16 @@ def test_map_of_another_shape_or_not_finite_is_refused(tmp_path: Path, ct_small,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_multiframe_source_without_plane_positions_is_refused(tmp_path: Path) -> None:
-    study = load_study(get_testdata_file("rtdose.dcm"))  # RT Dose: frames placed by an offset vector
-    with pytest.raises(InputError, match=r"rtdose\.dcm: a Parametric Map needs"):
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("rtdose.dcm", r"rtdose\.dcm: a Parametric Map is derived from images; this source is an RT Dose"),
+        ("emri_small.dcm", r"emri_small\.dcm: a Parametric Map needs single-frame images or an enhanced"),
+    ],
+)
+def test_multiframe_source_without_plane_positions_is_refused(tmp_path: Path, name: str, message: str):
+    study = load_study(get_testdata_file(name))
+    with pytest.raises(InputError, match=message):
         write_parametric_map(np.zeros(study.size), study, tmp_path / "pm.dcm", method="hdm")
     assert list(tmp_path.iterdir()) == []
 
