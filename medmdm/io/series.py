@@ -51,12 +51,26 @@ class SeriesInfo:
 
     @property
     def n_images(self) -> int:
-        """Number of image files in the series."""
-        return len(self.files)
+        """Number of images (frames) in the series: one per single-frame file, NumberOfFrames per multi-frame
+        file."""
+        if not self.datasets:
+            return len(self.files)
+        return sum(_frame_count(ds) for ds in self.datasets)
 
     def summary(self) -> str:
-        """One-line description: UID, modality, description and number of images."""
-        return f"{self.series_uid} ({self.modality or '?'}, '{self.description}', {self.n_images} images)"
+        """One-line description: UID, modality, description, number of images (and of files when they
+        differ)."""
+        images = f"{self.n_images} image{'s' if self.n_images != 1 else ''}"
+        if self.n_images != len(self.files):
+            images += f" in {len(self.files)} file{'s' if len(self.files) != 1 else ''}"
+        return f"{self.series_uid} ({self.modality or '?'}, '{self.description}', {images})"
+
+
+def _frame_count(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):  # a damaged value: the file is refused when read, counted as one here
+        return 1
 
 
 def _iter_files(folder: Path) -> Iterator[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -213,3 +214,14 @@ def test_a_folder_linked_twice_is_read_once(ct_series, tmp_path):
     (top / "a").symlink_to(ct_series.folder)
     (top / "b").symlink_to(ct_series.folder)
     assert load_study(top).size == (20, 16, 8)
+
+
+def test_a_series_counts_the_frames_of_its_files(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from medmdm.io import list_series
+
+    shutil.copy(get_testdata_file("emri_small.dcm"), tmp_path / "cine.dcm")  # one file, 10 frames
+    (info,) = list_series(tmp_path)
+    assert (info.n_images, len(info.files)) == (10, 1)
+    assert info.summary().endswith("10 images in 1 file)")
