@@ -32,13 +32,15 @@ from medmdm.io import load_study
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SKIPPED_SUFFIXES = (".json", ".txt", ".py", ".pyc", ".md", ".gz", ".bz2", ".zip")  # notes and archives
 REASONS = (  # the first pattern found in a refusal names its reason
-    ("no pixel data", "no image (no pixel data)"),
-    ("neither DICOM nor NIfTI", "not DICOM or NIfTI"),
-    ("frames per position|temporal|4D", "4D / temporal"),
+    ("no pixel data|unusable image size", "no image (no pixel data, or 0 rows)"),
+    ("neither DICOM nor NIfTI|not a NIfTI|Cifti", "not DICOM or NIfTI"),
+    ("frames at|temporal|over time", "4D / temporal"),
     ("channel", "channels"),
+    ("NaN|infinite", "NaN or infinite voxels"),
     ("spacing|orientation|affine|pixdim|geometry", "unusable geometry"),
     ("truncated|undecodable|length|pixel data", "damaged pixel data"),
     ("dimensions|too large", "absurd dimensions"),
+    ("is not|VR", "damaged header value"),
     ("series", "several series"),
 )
 
