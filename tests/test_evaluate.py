@@ -292,7 +292,7 @@ def test_evaluate_records_failed_cases_and_keeps_the_others(cases_folder, detect
     )
     assert code == 1
     printed = capsys.readouterr()
-    assert "2 case(s) failed" in printed.out and "| saliency |" in printed.out
+    assert "2 run(s) of a case and a method failed" in printed.out and "| saliency |" in printed.out
     with (out / "cases.csv").open() as handle:
         rows = {r["case"]: r for r in csv.DictReader(handle)}
     assert [rows[c]["status"] for c in "abcd"] == ["ok", "failed", "ok", "failed"]

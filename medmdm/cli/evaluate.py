@@ -118,7 +118,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"skipped (NaN) for {', '.join(without)}"
         )
     if failed:
-        notes.append(f"{len({f['case'] for f in failed})} case(s) failed; see 'failed' and {OUTPUT_CSV}")
+        notes.append(f"{len(failed)} run(s) of a case and a method failed; see 'failed' and {OUTPUT_CSV}")
     report = {
         "medmdm_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
