@@ -34,6 +34,17 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
+def failure_text(error: BaseException) -> str:
+    """Why a study failed, on one line: medmdm's own message, or ``"Type: message"`` for any other error."""
+    return " ".join(str(error).split()) if isinstance(error, MedmdmError) else one_line(error)
+
+
+def failure_line(error: BaseException, subject: object) -> str:
+    """:func:`failure_text`, led by ``subject`` (a study's path) unless the message names it already."""
+    text = failure_text(error)
+    return text if str(subject) in text else f"{subject}: {text}"
+
+
 def own_warning(record: warnings.WarningMessage) -> bool:
     """Whether a recorded warning was raised by medmdm's code (not by a library it uses)."""
     return Path(record.filename).resolve().is_relative_to(PACKAGE)

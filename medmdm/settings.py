@@ -74,9 +74,8 @@ class Settings:
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        explainers.options_class(self.method)  # an unknown method is an OptionError
         options = dict(self.options)
-        explainers.make_options(self.method, options)
+        explainers.make_options(self.method, options)  # an unknown method or option is an OptionError
         object.__setattr__(self, "options", options)
         object.__setattr__(self, "formats", parse_formats(self.formats))
         object.__setattr__(self, "device", str(self.device).strip().lower() or "auto")
@@ -143,14 +142,12 @@ class Settings:
 
     def summary(self) -> dict[str, Any]:
         """Plain-Python description (for reports)."""
-        plain = self.target is None or isinstance(self.target, (int, str))
-        target = self.target if plain else repr(self.target)
         return {
             "method": self.method,
             "options": dict(self.options),
             "formats": list(self.formats) if self.formats is not None else None,
             "device": self.device,
-            "target": target,
+            "target": plain_target(self.target),
             "redact_paths": self.redact_paths,
             "notes": list(self.notes),
         }
@@ -212,6 +209,11 @@ def parse_target(target: Any) -> Any:
         text = target.strip()
         return int(text) if text.lstrip("-").isdigit() else text
     return target
+
+
+def plain_target(target: Any) -> int | str | None:
+    """A target as reports and records hold it: as given when None, an int or a text, else its repr."""
+    return target if target is None or isinstance(target, int | str) else repr(target)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from medmdm.batch.manifest import NOTE_NOT_RUN, StudyRecord
 from medmdm.bundle import Bundle, demo_bundle_path, load_bundle
 from medmdm.bundle.demo import DEMO_BUNDLES
 from medmdm.devices import resolve_device
-from medmdm.errors import BundleError, MedmdmError, one_line
+from medmdm.errors import BundleError, MedmdmError, failure_line
 from medmdm.explainers import Explainer
 from medmdm.pipeline import PreparedStudy, StudyResult, explain_prepared, make_explainer, prepare, read
-from medmdm.settings import Settings
+from medmdm.settings import Settings, plain_target
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,10 @@ class StudyWorker:
                 result = self.explain(item, prepared)
             record.timings["explain_and_write"] = result.timings["total"]
             record.outputs = [f"{item.key}/{output.path}" for output in result.outputs]
-        except MedmdmError as error:
-            record.status, record.error = "failed", _naming(item, " ".join(str(error).split()))
         except Exception as error:  # a failed study is recorded and the batch goes on
-            record.status, record.error = "failed", _naming(item, one_line(error))
-            record.traceback = traceback.format_exc()
+            record.status, record.error = "failed", failure_line(error, item.path)
+            if not isinstance(error, MedmdmError):  # not an input, model or option error: keep the trace
+                record.traceback = traceback.format_exc()
         record.seconds = time.perf_counter() - started
         return record
 
@@ -151,11 +150,6 @@ def new_record(item: StudyInput, batch: BatchSettings, status: Any, **fields: An
         input=str(item.path),
         status=status,
         series_uid=item.series_uid or "",
-        target=target if target is None or isinstance(target, (int, str)) else repr(target),
+        target=plain_target(target),
         **fields,
     )
-
-
-def _naming(item: StudyInput, message: str) -> str:
-    """The message, led by the study's path unless it names it already."""
-    return message if str(item.path) in message else f"{item.path}: {message}"

@@ -20,7 +20,7 @@ from torch import nn
 
 from medmdm.bundle import Bundle
 from medmdm.devices import resolve_device
-from medmdm.errors import MedmdmError, one_line
+from medmdm.errors import failure_line, failure_text
 from medmdm.evaluation.cases import EvaluationCase, load_mask
 from medmdm.evaluation.scores import faithfulness_scores, lesion_labels, localisation_scores
 from medmdm.explainers.base import Explainer, Explanation, frozen
@@ -208,7 +208,7 @@ def iter_evaluation(
             for method_settings, _, _ in made:
                 yield _failed(case, method_settings.method, error)
             if log is not None:
-                log(f"{where}: failed: {_message(error)}")
+                log(f"{where}: failed: {failure_text(error)}")
             continue
         for method_settings, explainer, deletion_baseline in made:
             method = method_settings.method
@@ -247,12 +247,6 @@ def _deletion_baseline(settings: Settings, bundle: Bundle) -> BaselineKind:
     return settings.options.get("baseline", bundle.explain_options.get("baseline", "mean"))
 
 
-def _message(error: BaseException) -> str:
-    return " ".join(str(error).split()) if isinstance(error, MedmdmError) else one_line(error)
-
-
 def _failed(case: EvaluationCase, method: str, error: BaseException) -> Row:
-    message = _message(error)
-    if str(case.study) not in message:
-        message = f"{case.study}: {message}"
+    message = failure_line(error, case.study)
     return {"case": case.name, "method": method, "status": "failed", "error": message, "target": case.target}
