@@ -32,6 +32,7 @@ import torch
 
 from medmdm.batch import BatchSettings, explain_batch
 from medmdm.bundle.demo import DEMO_BUNDLES, DEMO_BUNDLES_ENV, demo_bundles_folder
+from medmdm.settings import Settings
 from medmdm.testing.internal.bundles import ct_with_ball, detector_bundle
 from medmdm.testing.internal.dicom_studies import write_ct_series, write_radiograph_dicom
 from medmdm.testing.internal.phantoms import ct_case, radiograph_case
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for workers in args.workers:
         settings = BatchSettings(
-            out_dir=scratch / f"out-{workers}", options=options, formats="nifti", bundle=bundle
+            out_dir=scratch / f"out-{workers}",
+            settings=Settings(options=options, formats=("nifti",)),
+            bundle=bundle,
         )
         started = time.perf_counter()
         summary = explain_batch(studies, settings, devices=args.devices, workers=workers, progress=False)

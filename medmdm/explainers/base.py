@@ -142,6 +142,9 @@ class Explanation:
         The target in plain Python: ``kind`` ("class", "prototype", "region", "callable"),
         ``index`` per image, ``score``, and what the kind adds (a region's source and voxel count,
         a function's name).
+    baselines : list of str
+        The baseline each image was perturbed towards (``"mean"``, ``"minimum"``, ...; what
+        ``baseline="auto"`` chose); empty for methods without one.
     """
 
     map: torch.Tensor
@@ -158,6 +161,7 @@ class Explanation:
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     target_description: dict[str, Any] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Plain-Python summary (no maps) for JSON reports."""
@@ -170,6 +174,7 @@ class Explanation:
             "options": dict(self.options),
             "target": values(self.target),
             "target_description": dict(self.target_description),
+            "baselines": list(self.baselines),
             "score_original": values(self.score_original),
             "score_baseline": values(self.score_baseline),
             "score_masked": values(self.score_masked),
@@ -296,10 +301,26 @@ class ModelScorer:
         return self._bound(target).scores(self.output(x))
 
     @torch.no_grad()
-    def scores(self, x: torch.Tensor, target: BoundTarget | torch.Tensor) -> torch.Tensor:
-        """(N,) scores without gradients, in chunks of ``max_batch`` samples."""
+    def scores(
+        self, x: torch.Tensor, target: BoundTarget | torch.Tensor, owner: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N,) scores without gradients, in chunks of ``max_batch`` samples.
+
+        With ``owner``, (N,) the image each sample was made from, a pass holds the samples of one
+        image only, in their order: each image's scores are those it gets when explained alone (a
+        model's numerics may depend on the batch it shares).
+        """
         chunk = self.max_batch or x.shape[0]
-        return torch.cat([self(x[i : i + chunk], target[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+        if owner is None:
+            return torch.cat(
+                [self(x[i : i + chunk], target[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+            )
+        out = torch.empty(x.shape[0], device=x.device)
+        owner = owner.to(x.device)
+        for image in owner.unique():
+            for rows in (owner == image).nonzero()[:, 0].split(chunk):
+                out[rows] = self(x[rows], target[rows])
+        return out
 
     @torch.no_grad()
     def all_outputs(self, x: torch.Tensor) -> Any:
@@ -576,7 +597,8 @@ class Explainer(ABC):
             scorer = ModelScorer(self.model, self.options.score, autocast_dtype, self.options.max_batch)
             inputs = x.detach().to(device=device, dtype=torch.float32)
             try:
-                outputs = scorer.all_outputs(inputs)
+                # One image a pass: its map then does not depend on the others of the batch.
+                outputs = _concatenate([scorer.all_outputs(image[None]) for image in inputs])
             except (ModelError, InputError):
                 raise
             except Exception as error:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from torch.profiler import record_function
 
 from medmdm.explainers.base import Explainer, Explanation, LevelRecord, ModelScorer
 from medmdm.explainers.mask_optimisation import MaskOptimiser, MaskProblem, Objective, Schedule
@@ -35,6 +36,7 @@ from medmdm.explainers.masks import (
     grid_shape,
     normalise,
 )
+from medmdm.explainers.one_shot import first_order_removal_cost, gradient_magnitude
 from medmdm.explainers.options import option
 from medmdm.explainers.perturbation import BaselineOptions, gaussian_blur, keep, remove
 from medmdm.explainers.targets import BoundTarget
@@ -49,6 +51,7 @@ class MaskExplainer(Explainer):
     class Options(BaselineOptions):
         """Options of every mask-learning method."""
 
+        baseline: str = BaselineOptions.with_default("baseline", "auto")
         steps: int = option(80, "most optimisation steps per stage", low=1)
         min_steps: int = option(20, "steps an image runs before it may stop early", low=0)
         patience: int = option(15, "an image stops early after this many steps without improving", low=1)
@@ -56,6 +59,18 @@ class MaskExplainer(Explainer):
         area_weight: float = option(1.0, "weight of the mask-area term of the loss", low=0)
         deletion_weight: float = option(0.0, "weight of the removed-region term of the loss", low=0)
         init_jitter: float = option(0.01, "noise on the initial grid values, drawn from seed", low=0)
+        evidence_order: bool = option(
+            True,
+            "order the voxels the masks rank equally (those they leave at 0 above all) by what "
+            "removing each costs the score to first order (one more forward+backward pass)",
+        )
+        settle_tolerance: float = option(
+            0.02,
+            "an image also stops early once no grid value moved by this share of lr per step "
+            "since the last loss check; 0: off",
+            low=0,
+            high=1,
+        )
 
     objective_form = "retention"
 
@@ -73,14 +88,17 @@ class MaskExplainer(Explainer):
             max_steps=options.steps,
             min_steps=min(options.min_steps, options.steps),
             patience=options.patience,
+            settle_tolerance=options.settle_tolerance,
         )
 
     def _problem(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score: torch.Tensor
     ) -> MaskProblem:
-        base = self.options.baseline_image(x)
-        score_baseline = scorer.scores(base, target)
-        return MaskProblem(x, base, target, score, score_baseline)
+        chosen = self.options.baseline_for(x, scorer, target, score)
+        score_baseline = (
+            scorer.scores(chosen.image, target, _each(x)) if chosen.score is None else chosen.score
+        )
+        return MaskProblem(x, chosen.image, target, score, score_baseline, chosen.names)
 
     def _optimiser(self, problem: MaskProblem, scorer: ModelScorer) -> MaskOptimiser:
         return MaskOptimiser(
@@ -97,8 +115,9 @@ class MaskExplainer(Explainer):
         self, scorer: ModelScorer, problem: MaskProblem, saliency: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) scores of the original with only ``saliency`` kept, and with it removed."""
-        masked = scorer.scores(keep(problem.x, problem.baseline, saliency), problem.target)
-        remaining = scorer.scores(remove(problem.x, problem.baseline, saliency), problem.target)
+        owner = _each(problem.x)
+        masked = scorer.scores(keep(problem.x, problem.baseline, saliency), problem.target, owner)
+        remaining = scorer.scores(remove(problem.x, problem.baseline, saliency), problem.target, owner)
         return masked, remaining
 
     def _single_level(
@@ -116,25 +135,53 @@ class MaskExplainer(Explainer):
             score_remaining=remaining,
             steps=steps,
         )
-        return self._explanation(problem, saliency, (masked, remaining), [level])
+        return self._explanation(problem, scorer, saliency, [level], (masked, remaining))
 
     def _explanation(
         self,
         problem: MaskProblem,
+        scorer: ModelScorer,
         saliency: torch.Tensor,
-        scores: tuple[torch.Tensor, torch.Tensor],
         levels: list[LevelRecord],
+        scores: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Explanation:
+        """The explanation of ``saliency``; an image whose masks found nothing is ranked by gradient.
+
+        ``scores``: the kept and remaining scores of ``saliency``, when already computed.
+        """
         notes = []
         flat = (problem.score_original - problem.score_baseline).abs() < 0.05 * torch.maximum(
             problem.score_original.abs(), problem.score_baseline.abs()
         )
+        empty = saliency.flatten(1).amax(1) <= 0
+        if self.options.evidence_order:
+            # One image a pass, as every pass of the engine: each map is the one it gets alone.
+            cost = first_order_removal_cost(scorer, problem.x, problem.baseline, problem.target, 1)
+            saliency = normalise(saliency + _TIE_BREAK * cost, saliency.ndim - 2)
+            scores = None
         if flat.any():
-            notes.append(
-                f"the {self.options.baseline!r} baseline keeps almost all of the class score of image(s) "
-                f"{flat.nonzero()[:, 0].tolist()}: nothing can be removed, so their maps say little; "
-                "try another baseline"
+            which = (
+                "every candidate baseline (mean, blur at two scales, minimum)"
+                if self.options.baseline == "auto"
+                else f"the {self.options.baseline!r} baseline"
             )
+            notes.append(
+                f"{which} keeps almost all of the target score of image(s) "
+                f"{flat.nonzero()[:, 0].tolist()}: masks cannot find the evidence, so the map ranks "
+                "voxels by the gradient magnitude of the score"
+            )
+        fallback = (flat | empty).nonzero()[:, 0]
+        if fallback.numel():
+            if (empty & ~flat).any():
+                notes.append(
+                    f"the masks of image(s) {(empty & ~flat).nonzero()[:, 0].tolist()} kept nothing; "
+                    "their map ranks voxels by the gradient magnitude of the score"
+                )
+            saliency = saliency.clone()
+            saliency[fallback] = gradient_magnitude(scorer, problem.x[fallback], problem.target[fallback], 1)
+            scores = None
+        if scores is None:
+            scores = self._kept_and_remaining(scorer, problem, saliency)
         return Explanation(
             map=saliency,
             target=problem.target.index,
@@ -145,6 +192,7 @@ class MaskExplainer(Explainer):
             levels=levels,
             steps=torch.stack([level.steps for level in levels]).sum(0),
             warnings=notes,
+            baselines=list(problem.baseline_names),
         )
 
 
@@ -215,7 +263,9 @@ class DynamicMasks(MaskExplainer):
             # voxels fine masks also keep: on 30 2D demo cases, energy 0.22 -> 0.31, pointing game
             # 0.80 -> 0.90, deletion AUC 0.18 -> 0.14 (docs/benchmarks.md).
             sigma = options.density_sigma * self._finest_cell(spatial)
-            saliency = normalise(saliency * gaussian_blur(saliency, sigma), len(spatial))
+            with record_function("medmdm.blur"):
+                density = gaussian_blur(saliency, sigma)
+            saliency = normalise(saliency * density, len(spatial))
         return saliency, bench.steps + aux.steps
 
     def _finest_cell(self, spatial: Sequence[int]) -> float:
@@ -228,3 +278,8 @@ class DynamicMasks(MaskExplainer):
         problem = self._problem(x, target, scorer, score_original)
         saliency, steps = self._dm_module(self._optimiser(problem, scorer))
         return self._single_level(problem, scorer, saliency, steps)
+
+
+def _each(x: torch.Tensor) -> torch.Tensor:
+    """(B,) the owner of each image of a batch: itself (see :meth:`ModelScorer.scores`)."""
+    return torch.arange(x.shape[0], device=x.device)

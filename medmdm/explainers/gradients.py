@@ -15,7 +15,7 @@ import torch
 
 from medmdm.explainers.base import Explainer, Explanation, ModelScorer
 from medmdm.explainers.masks import normalise
-from medmdm.explainers.one_shot import input_gradients, single_level_explanation
+from medmdm.explainers.one_shot import gradient_magnitude, input_gradients, single_level_explanation
 from medmdm.explainers.options import ExplainerOptions, option
 from medmdm.explainers.perturbation import BaselineOptions
 from medmdm.explainers.targets import BoundTarget
@@ -38,14 +38,7 @@ class Saliency(Explainer):
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
-        chunk = self.options.max_batch or x.shape[0]
-        grads = torch.cat(
-            [
-                input_gradients(scorer, x[i : i + chunk], target[i : i + chunk])
-                for i in range(0, x.shape[0], chunk)
-            ]
-        )
-        saliency = normalise(grads.abs().amax(1, keepdim=True), x.ndim - 2)
+        saliency = gradient_magnitude(scorer, x, target, self.options.max_batch)
         return single_level_explanation(self.name, x, target, scorer, score_original, saliency)
 
 
@@ -73,7 +66,7 @@ class IntegratedGradients(Explainer):
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         options = self.options
-        base = options.baseline_image(x)
+        base = options.baseline_for(x, scorer, target, score_original).image
         steps = options.steps
         alphas = torch.linspace(0, 1, steps, device=x.device)
         weights = torch.full((steps,), 1 / (steps - 1), device=x.device)

@@ -106,13 +106,14 @@ class HierarchicalDynamicMasks(DynamicMasks):
                 target[index],
                 score_current[index],
                 problem.score_baseline[index],
+                tuple(problem.baseline_names[i] for i in index.tolist()),
             )
             saliency, steps = self._dm_module(self._optimiser(sub, scorer), level)
-            masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target)
+            masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target, index)
             region = torch.zeros_like(removed)
             region[index] = self._removal_region(self._found_region(saliency))
             removed = torch.maximum(removed, region)
-            remaining = scorer.scores(remove(x[index], sub.baseline, removed[index]), sub.target)
+            remaining = scorer.scores(remove(x[index], sub.baseline, removed[index]), sub.target, index)
             found_levels.append((index, saliency, region, sub.score_original, masked, remaining, steps))
             score_current[index] = remaining
             # An empty map removes nothing: a further level would see the same image again.
@@ -135,9 +136,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
             saliency = self._verified(problem, scorer, saliency)
         if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
-        return self._explanation(
-            problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records
-        )
+        return self._explanation(problem, scorer, saliency, records)
 
     def _removal_losses(
         self, problem: MaskProblem, scorer: ModelScorer, regions: list[torch.Tensor]
@@ -154,7 +153,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
         )
         owner = torch.arange(batch, device=problem.x.device).repeat(subsets)
         removed = remove(problem.x[owner], problem.baseline[owner], unions)
-        scores = scorer.scores(removed, problem.target[owner])
+        scores = scorer.scores(removed, problem.target[owner], owner)
         lost = 1 - problem.retention(scores, owner).view(subsets, batch)
         return torch.cat([torch.zeros_like(lost[:1]), lost])
 
@@ -182,7 +181,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
         blob = torch.stack(blobs)[:, None].to(saliency.dtype)
         removal = self._removal_region(spread)[owner] * blob
         removed = remove(problem.x[owner], problem.baseline[owner], removal)
-        scores = scorer.scores(removed, problem.target[owner])
+        scores = scorer.scores(removed, problem.target[owner], owner)
         lost = (1 - problem.retention(scores, owner)).clamp(self.options.min_weight, 1)
         weights = torch.full_like(saliency, self.options.min_weight)
         for i, inside, value in zip(owners, blobs, lost, strict=True):

@@ -3,11 +3,11 @@ regions of a map."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from medmdm.errors import OptionError
@@ -45,9 +45,31 @@ def grid_shape(size: int, spatial: Sequence[int]) -> GridShape:
 
 
 def upsample(grid: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
-    """(N, 1, *grid) -> (N, 1, *spatial), (bi|tri)linear with aligned corners."""
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
-    return F.interpolate(grid, size=tuple(spatial), mode=mode, align_corners=True)
+    """(N, 1, *grid) -> (N, 1, *spatial), (bi|tri)linear with aligned corners.
+
+    Computed as one matrix product per axis (linear interpolation is separable), which is several
+    times faster than ``F.interpolate`` on a CPU, backward pass included; the matrices are cached.
+    """
+    out = grid
+    last = grid.ndim - 1
+    for dim, size in enumerate(spatial, start=2):
+        matrix = _interpolation_matrix(out.shape[dim], size, grid.device, grid.dtype)
+        out = out @ matrix.T if dim == last else (matrix @ out.movedim(dim, -2)).movedim(-2, dim)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(cells: int, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(size, cells) weights of linear interpolation from ``cells`` to ``size`` points, corners aligned."""
+    position = torch.arange(size, dtype=torch.float64) * ((cells - 1) / (size - 1) if size > 1 else 0.0)
+    low = position.floor().long().clamp(max=cells - 1)
+    high = (low + 1).clamp(max=cells - 1)
+    fraction = position - low
+    matrix = torch.zeros(size, cells, dtype=torch.float64)
+    rows = torch.arange(size)
+    matrix.index_put_((rows, low), 1 - fraction, accumulate=True)
+    matrix.index_put_((rows, high), fraction, accumulate=True)
+    return matrix.to(device=device, dtype=dtype)
 
 
 def normalise(maps: torch.Tensor, dims: int) -> torch.Tensor:

@@ -91,6 +91,7 @@ class MDMReference(MultipleDynamicMasks):
         patience: int = MultipleDynamicMasks.Options.with_default("patience", 200)
         lr: float = MultipleDynamicMasks.Options.with_default("lr", 3e-3)
         init_jitter: float = MultipleDynamicMasks.Options.with_default("init_jitter", 0.0)
+        evidence_order: bool = MultipleDynamicMasks.Options.with_default("evidence_order", False)
 
     objective_form = "reference"
     scale_exponent = 0.0

@@ -112,7 +112,7 @@ class Occlusion(Explainer):
         b, _, *spatial = x.shape
         window, stride = self.geometry(spatial)
         starts = window_starts(spatial, window, stride).to(x.device)
-        base = self.options.baseline_image(x)
+        base = self.options.baseline_for(x, scorer, target, score_original).image
         drops = torch.zeros_like(x[:, :1])
         covered = torch.zeros_like(x[:1, :1])
         windows = starts.shape[0]

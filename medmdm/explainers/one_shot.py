@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
+from medmdm.explainers.masks import normalise
 from medmdm.explainers.perturbation import baseline_image, keep, remove
 from medmdm.explainers.targets import BoundTarget
 
@@ -44,6 +45,43 @@ def input_gradients(scorer: ModelScorer, x: torch.Tensor, target: BoundTarget) -
             return torch.zeros_like(x)
         (grad,) = torch.autograd.grad(score, inputs, allow_unused=True)
     return torch.zeros_like(x) if grad is None else grad.float()
+
+
+def chunked_input_gradients(
+    scorer: ModelScorer, x: torch.Tensor, target: BoundTarget, max_batch: int | None = None
+) -> torch.Tensor:
+    """:func:`input_gradients` of ``x``, passed ``max_batch`` samples at a time."""
+    chunk = max_batch or x.shape[0]
+    return torch.cat(
+        [
+            input_gradients(scorer, x[i : i + chunk], target[i : i + chunk])
+            for i in range(0, x.shape[0], chunk)
+        ]
+    )
+
+
+def gradient_magnitude(
+    scorer: ModelScorer, x: torch.Tensor, target: BoundTarget, max_batch: int | None = None
+) -> torch.Tensor:
+    """(N, 1, *spatial) normalised ``max_c |d score / d x_c|``, ``max_batch`` samples a pass."""
+    grads = chunked_input_gradients(scorer, x, target, max_batch)
+    return normalise(grads.abs().amax(1, keepdim=True), x.ndim - 2)
+
+
+def first_order_removal_cost(
+    scorer: ModelScorer,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: BoundTarget,
+    max_batch: int | None = None,
+) -> torch.Tensor:
+    """(N, 1, *spatial) normalised ``relu(sum_c grad_c * (x_c - baseline_c))``.
+
+    The first-order estimate of what replacing each voxel by the baseline costs the score; voxels
+    whose removal would raise it get 0. One forward+backward pass per image.
+    """
+    grads = chunked_input_gradients(scorer, x, target, max_batch)
+    return normalise((grads * (x - baseline)).sum(1, keepdim=True).clamp_min(0), x.ndim - 2)
 
 
 def single_level_explanation(

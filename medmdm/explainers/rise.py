@@ -90,7 +90,7 @@ class RISE(Explainer):
         options = self.options
         total = options.masks or _DEFAULT_MASKS[min(3, len(spatial))]
         cells = grid_shape(options.cells, spatial)
-        base = options.baseline_image(x)
+        base = options.baseline_for(x, scorer, target, score_original).image
         generator = torch.Generator().manual_seed(options.seed)
         block = min(_BLOCK, perturbation_chunk(None, x[0, :1]))
         saliency = torch.zeros_like(x[:, :1])

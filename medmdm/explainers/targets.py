@@ -1,10 +1,11 @@
 """What to explain: one score per image, read from the model output by a small target object.
 
-"How" (the explainer) and "what" (the target) are separate. Four kinds of target:
+"How" (the explainer) and "what" (the target) are separate. Five kinds of target:
 
 - :class:`ClassTarget`: a class logit or probability of a classifier (an ``int`` means this).
 - :class:`PrototypeTarget`: the similarity of one prototype of a prototype network.
 - :class:`RegionTarget`: the mean score of one channel of a segmentation output inside a region.
+- :class:`DetectionTarget`: the highest score of one class over the anchors of a detector.
 - :class:`CallableTarget`: any function from the model output to one score per sample.
 
 :func:`as_target` turns every accepted form into one of these. :meth:`Target.bind` fixes a target
@@ -17,7 +18,10 @@ Model outputs the targets read:
 - a prototype network returns a mapping with ``"logits"`` (B, classes) and ``"prototypes"``
   (B, P), the similarity of each prototype to its closest part of the image (ProtoPNet's
   max-pooled similarity), so class and prototype targets both work on it;
-- a segmentation network returns per-voxel logits (B, C, *spatial).
+- a segmentation network returns per-voxel logits (B, C, *spatial);
+- a detector (MONAI's RetinaNet) returns a mapping with ``"classification"``: class logits per anchor,
+  (B, anchors, classes), or one head output (B, A * classes, *spatial) per feature level, with
+  ``"box_regression"`` (B, A * 2 * dims, *spatial) per level telling A.
 
 References
 ----------
@@ -167,7 +171,14 @@ def class_logits(output: Any) -> torch.Tensor:
             f"the model returned {type(output).__name__}; expected a tensor of logits (B, classes)"
         )
     if output.ndim != 2:
-        raise ModelError(f"the model returned shape {tuple(output.shape)}; expected logits (B, classes)")
+        hint = (
+            "; a segmentation output (B, C, *spatial) takes a region target (region:K)"
+            if output.ndim > 2
+            else ""
+        )
+        raise ModelError(
+            f"the model returned shape {tuple(output.shape)}; expected logits (B, classes){hint}"
+        )
     if not output.is_floating_point():
         raise ModelError(f"the model returned {output.dtype}; expected float logits")
     return output
@@ -307,6 +318,9 @@ class RegionTarget(Target):
     score : {"logit", "probability"}, optional
         Per-voxel score averaged: the channel's logit or its softmax probability (sigmoid for one
         channel); None: the explainer's ``score`` option.
+    source : str, optional
+        Where the region came from, for reports (``"predicted"`` when a bundle's postprocessing made it);
+        None: ``"predicted"`` without ``region``, ``"given"`` with one.
 
     Raises
     ------
@@ -318,6 +332,7 @@ class RegionTarget(Target):
     label: Index
     region: torch.Tensor | None = None
     score: ScoreKind | None = None
+    source: str | None = None
     kind: ClassVar[str] = "region"
 
     def __post_init__(self) -> None:
@@ -352,7 +367,9 @@ class RegionTarget(Target):
             where = "target region is empty for image(s)"
         empty = ~region.flatten(1).any(1)
         if empty.any():
-            raise InputError(f"{where} {empty.nonzero()[:, 0].tolist()}; pass region= to choose one")
+            raise InputError(
+                f"{where} {empty.nonzero()[:, 0].tolist()}; choose one with region= (--region-mask FILE)"
+            )
         return BoundTarget(replace(self, score=self.score or score), batch, index=label, region=region)
 
     def scores(self, output: Any, bound: BoundTarget) -> torch.Tensor:
@@ -368,9 +385,70 @@ class RegionTarget(Target):
             "kind": self.kind,
             "index": _describe_index(bound),
             "score": self.score,
-            "region": "predicted" if self.region is None else "given",
+            "region": self.source or ("predicted" if self.region is None else "given"),
             "voxels": None if bound.region is None else bound.region.flatten(1).sum(1).tolist(),
         }
+
+
+def anchor_logits(output: Any) -> torch.Tensor:
+    """Class logits per anchor (B, anchors, classes) of a detector's output.
+
+    Raises
+    ------
+    ModelError
+        If the output is not a mapping with ``"classification"`` in a layout the module docstring lists.
+    """
+    heads = output.get("classification") if isinstance(output, Mapping) else None
+    if isinstance(heads, torch.Tensor) and heads.ndim == 3 and heads.is_floating_point():
+        return heads
+    boxes = output.get("box_regression") if isinstance(output, Mapping) else None
+    if isinstance(heads, list | tuple) and isinstance(boxes, list | tuple) and len(heads) == len(boxes) > 0:
+        batch, dims = heads[0].shape[0], heads[0].ndim - 2
+        anchors = boxes[0].shape[1] // (2 * dims)
+        if anchors > 0 and all(h.shape[1] % anchors == 0 for h in heads):
+            classes = heads[0].shape[1] // anchors
+            levels = [h.reshape(batch, anchors, classes, -1).movedim(2, -1).flatten(1, 2) for h in heads]
+            return torch.cat(levels, 1)
+    kind = sorted(map(str, output)) if isinstance(output, Mapping) else type(output).__name__
+    raise ModelError(
+        f"the model returned {kind}; a detection target needs a mapping with 'classification' "
+        "(B, anchors, classes) or per-level heads with 'box_regression'"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionTarget(Target):
+    """The highest logit (or sigmoid probability) of one class over a detector's anchors.
+
+    Parameters
+    ----------
+    index : int, sequence of int or tensor
+        The class, or one class per image.
+    score : {"logit", "probability"}, optional
+        The anchors' logit or its sigmoid (detectors score each class alone); None: the explainer's option.
+    """
+
+    index: Index
+    score: ScoreKind | None = None
+    kind: ClassVar[str] = "detection"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", _as_index(self.index))
+        _check_score(self.score)
+
+    def bind(self, output: Any, batch: int, score: ScoreKind) -> BoundTarget:
+        logits = anchor_logits(output)
+        index = _per_sample(self.index, batch, logits.shape[2], "classes", logits.device)
+        return BoundTarget(replace(self, score=self.score or score), batch, index=index)
+
+    def scores(self, output: Any, bound: BoundTarget) -> torch.Tensor:
+        logits = anchor_logits(output)
+        values = torch.sigmoid(logits) if self.score == "probability" else logits
+        chosen = values.gather(2, bound.index.to(values.device).view(-1, 1, 1).expand(-1, values.shape[1], 1))
+        return chosen[..., 0].amax(1)
+
+    def description(self, bound: BoundTarget) -> dict[str, Any]:
+        return {"kind": self.kind, "index": _describe_index(bound), "score": self.score}
 
 
 @dataclass(frozen=True, eq=False)
@@ -430,6 +508,7 @@ _NAMED: dict[str, Callable[[int], Target]] = {
     "class": ClassTarget,
     "prototype": PrototypeTarget,
     "region": RegionTarget,
+    "detection": DetectionTarget,
 }
 
 
@@ -438,7 +517,8 @@ def _parse(text: str) -> Target:
     kind, number = kind.strip() or "class", number.strip()
     if kind not in _NAMED or not number.isdigit():
         raise InputError(
-            f"target {text!r} is not understood; use K, class:K, prototype:K or region:K with K an int >= 0"
+            f"target {text!r} is not understood; use K, class:K, prototype:K, region:K or detection:K "
+            "with K an int >= 0"
         )
     return _NAMED[kind](int(number))
 
@@ -452,7 +532,8 @@ def as_target(target: TargetLike) -> Target:
         A target object is returned as it is. None: the predicted class of each image; an int:
         that class; a sequence or tensor of ints: one class per image. A string ``"K"`` or
         ``"class:K"`` is class K, ``"prototype:K"`` prototype K, ``"region:K"`` the predicted
-        region of label K. Any other callable maps the model output to one score per sample.
+        region of label K, ``"detection:K"`` the best anchor of class K. Any other callable maps the
+        model output to one score per sample.
 
     Raises
     ------

@@ -241,7 +241,7 @@ def test_a_baseline_that_removes_nothing_is_warned_about() -> None:
     case = box_case(2)
     inside = float(case.x[0, 0][case.regions[0]].mean())
     explainer = explainers.create("dm", case.model, baseline="constant", baseline_value=inside, **FAST)
-    with pytest.warns(UserWarning, match="baseline keeps almost all") as caught:
+    with pytest.warns(UserWarning, match="keeps almost all of the target score") as caught:
         explainer(case.x, target=0)
     assert caught[0].filename == __file__
     assert explainer.last.summary()["warnings"] == [str(caught[0].message)]
@@ -251,7 +251,7 @@ def test_a_baseline_that_removes_nothing_is_warned_about() -> None:
 def test_a_model_that_ignores_the_input_gives_an_empty_map_and_a_warning(name: str) -> None:
     x = box_case(2).x
     explainer = explainers.create(name, Constant(), **FAST)
-    with pytest.warns(UserWarning, match="baseline keeps almost all"):
+    with pytest.warns(UserWarning, match="keeps almost all of the target score"):
         saliency = explainer(x)
     assert saliency.shape == (1, 1, *x.shape[2:]) and saliency.max() == 0
 

@@ -53,7 +53,7 @@ def test_verification_keeps_regions_that_are_each_enough_alike() -> None:
 
 def test_hdm_without_verification_and_hole_filling_is_the_fused_levels(dims: int) -> None:
     case = box_case(dims)
-    explainer = explainers.create("hdm", case.model, verify_threshold=0.0, fill_width=0)
+    explainer = explainers.create("hdm", case.model, verify_threshold=0.0, fill_width=0, evidence_order=False)
     saliency = explainer(case.x)
     level = explainer.last.levels[0]
     assert [bool(record.ran[0]) for record in explainer.last.levels] == [True]

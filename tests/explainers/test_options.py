@@ -94,7 +94,7 @@ def test_out_of_range_and_wrong_type_values_name_the_option(name: str, option: s
     [
         ("hdm", "levels", 0, "an int in [1, 8]"),
         ("hdm", "verify_threshold", 1, "a number in [0, 1)"),
-        ("dm", "baseline", "zero", "one of 'mean', 'blur', 'constant'"),
+        ("dm", "baseline", "zero", "one of 'auto', 'mean', 'blur', 'constant', 'minimum'"),
         ("dm", "max_batch", 0, "an int >= 1 or None"),
         ("dm", "benchmark_sizes", [4, 1], "a non-empty sequence of ints >= 2 or None"),
         ("occlusion", "window", "4", "an int or a non-empty sequence of ints >= 1 or None"),
@@ -166,7 +166,7 @@ def test_methods_keep_their_own_defaults() -> None:
     reference = MDMReference.Options()
     assert (reference.baseline, reference.steps, reference.min_steps) == ("constant", 20000, 2000)
     assert (reference.patience, reference.lr, reference.init_jitter) == (200, 3e-3, 0.0)
-    assert MultipleDynamicMasks.Options().steps == 80 and MultipleDynamicMasks.Options().baseline == "mean"
+    assert MultipleDynamicMasks.Options().steps == 80 and MultipleDynamicMasks.Options().baseline == "auto"
     assert RISE.Options().score == "probability" and DynamicMasks.Options().score == "logit"
     assert explainers.options_class("integrated_gradients")().baseline == "constant"
     assert [item.doc for item in MDMReference.Options.describe() if item.name == "steps"] == [
