@@ -1,15 +1,17 @@
 """Finding the studies of a batch and giving each a stable key.
 
-The input is a folder (searched recursively), one DICOM or NIfTI file, or a manifest (CSV or JSONL, see
-:mod:`medmdm.batch.manifest`). A folder yields one study per DICOM series (wherever its files lie), one per
-NIfTI file, and one per DICOM file without a SeriesInstanceUID. In a folder, files named as masks or labels
-(``*_mask.*``, ``*_label*``) are not studies (name them in a manifest to explain them), and a NIfTI file
-with the name of a DICOM study beside it (``ct.nii.gz`` and the series folder ``ct/`` or ``ct.dcm``) is the
-same study: ``prefer`` says which of the two is explained.
+The input is a folder (searched recursively), one DICOM, NIfTI, PNG, JPEG or TIFF file, or a manifest (CSV
+or JSONL, see :mod:`medmdm.batch.manifest`). A folder yields one study per DICOM series (wherever its files
+lie), one per NIfTI file, one per PNG, JPEG or TIFF image (found by content), and one per DICOM file without
+a SeriesInstanceUID; a manifest row may list several files, the channels of one study. In a folder, files
+named as masks or labels (``*_mask.*``, ``*_label*``) are not studies (name them in a manifest to explain
+them), and a NIfTI file with the name of a DICOM study beside it (``ct.nii.gz`` and the series folder
+``ct/`` or ``ct.dcm``) is the same study: ``prefer`` says which of the two is explained.
 
 Keys name the output folders, so they depend on the data only: a DICOM series is keyed by its
-SeriesInstanceUID (made safe for a folder name), a NIfTI file or a DICOM file without a series UID by its
-name and a short SHA-256 of its content. An input that cannot be read still gets a key (from its name and
+SeriesInstanceUID (made safe for a folder name), a NIfTI file, an image or a DICOM file without a series UID
+by its name and a short SHA-256 of its content, a study of several files by the first's name and a SHA-256
+of their contents in order. An input that cannot be read still gets a key (from its name and
 content, or its path when it does not exist) and is listed with the error, so a batch reports it as failed.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from medmdm.batch.manifest import MANIFEST_SUFFIXES, ManifestRow, read_manifest
 from medmdm.errors import InputError, OptionError
 from medmdm.io.dicom import DICOMDIR_SOP_CLASS, looks_like_dicom, read_dataset
+from medmdm.io.images import IMAGE_SUFFIXES, looks_like_image
 from medmdm.io.reader import NIFTI_SUFFIXES
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -42,7 +45,8 @@ class StudyInput:
     key : str
         Stable name of the study's output folder.
     path : Path
-        What :func:`medmdm.io.load_study` reads: a DICOM file, a folder holding the series, a NIfTI file.
+        What :func:`medmdm.io.load_study` reads: a DICOM file, a folder holding the series, a NIfTI file, an
+        image (the first of ``channel_paths`` when there are several).
     series_uid : str or None
         The series to read from ``path`` when it is a folder.
     target : int or None
@@ -51,6 +55,9 @@ class StudyInput:
         Why the input cannot be read, found while listing it; ``""`` when it looks readable.
     note : str
         Why the input is not explained (the NIfTI copy of a DICOM study...); ``""`` when it is.
+    channel_paths : tuple of Path
+        The files read together as the study's channels, in order, when a manifest row lists several;
+        empty otherwise.
     """
 
     key: str
@@ -59,6 +66,13 @@ class StudyInput:
     target: int | None = None
     error: str = ""
     note: str = ""
+    channel_paths: tuple[Path, ...] = ()
+
+    @property
+    def source(self) -> Path | tuple[Path, ...]:
+        """What :func:`medmdm.io.load_study` reads: ``channel_paths`` when there are several, else
+        ``path``."""
+        return self.channel_paths or self.path
 
 
 @dataclass
@@ -83,12 +97,14 @@ def safe_name(text: str) -> str:
     return name or "study"
 
 
-def content_key(path: Path) -> str:
-    """``<name>-<sha256 of the content, 12 hex digits>`` for a file."""
+def content_key(path: Path, *more: Path) -> str:
+    """``<name>-<sha256 of the content, 12 hex digits>`` for a file; with ``more`` files, the first's name and
+    the hash of all their contents, in order (the channels of one study)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for file in (path, *more):
+        with file.open("rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
     return f"{safe_name(_stem(path))}-{digest.hexdigest()[:HASH_CHARS]}"
 
 
@@ -153,7 +169,9 @@ def _pair_copies(found: Discovery, prefer: str) -> None:
 def _from_manifest(rows: list[ManifestRow], excluded: Path | None) -> Discovery:
     found = Discovery()
     for row in rows:
-        if not row.path.exists():
+        if row.channel_paths:
+            found.studies.append(_channels_input(row))
+        elif not row.path.exists():
             error = f"{row.path}: no such file or folder"
             found.studies.append(StudyInput(_path_key(row.path), row.path, row.series_uid, row.target, error))
         elif row.series_uid is not None:
@@ -164,6 +182,19 @@ def _from_manifest(rows: list[ManifestRow], excluded: Path | None) -> Discovery:
             found.studies.extend(replace(s, target=row.target) for s in listed.studies)
             found.ignored.extend(listed.ignored)
     return found
+
+
+def _channels_input(row: ManifestRow) -> StudyInput:
+    """The study of a manifest row that lists several files (its channels), keyed by their contents."""
+    paths = row.channel_paths
+    item = StudyInput(_path_key(row.path), row.path, row.series_uid, row.target, channel_paths=paths)
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        return replace(item, error=f"{missing}: no such file")
+    try:
+        return replace(item, key=content_key(*paths))
+    except OSError as error:
+        return replace(item, error=f"{error.filename}: cannot read ({error.strerror})")
 
 
 def _files(source: Path, excluded: Path | None) -> Iterator[Path]:
@@ -211,6 +242,8 @@ def _sort_file(
             series.setdefault(uid, []).append((path, str(ds.get("SOPInstanceUID", ""))))
         else:
             studies.append(StudyInput(content_key(path), path))
+    elif looks_like_image(path):
+        studies.append(StudyInput(content_key(path), path))
     elif lower.endswith(DICOM_SUFFIXES):
         error = f"{path}: neither DICOM nor NIfTI (no DICOM preamble)"
         studies.append(StudyInput(content_key(path), path, error=error))
@@ -239,7 +272,7 @@ def _series_inputs(uid: str, members: list[tuple[Path, str]]) -> list[StudyInput
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (*NIFTI_SUFFIXES, *DICOM_SUFFIXES):
+    for suffix in (*NIFTI_SUFFIXES, *DICOM_SUFFIXES, *IMAGE_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -5,6 +5,10 @@ fields ``path`` (required; relative paths are relative to the manifest's folder)
 to read from a folder holding several) and ``target`` (a class index; empty for the predicted class). A
 folder without ``series_uid`` stands for every study found in it.
 
+A study of several co-registered files, one per channel (BraTS' T1, T1c, T2 and FLAIR), lists them in its
+``path`` in channel order, separated by ``;`` (``t1.nii.gz;t1c.nii.gz;t2.nii.gz;flair.nii.gz``; in JSONL a
+list of paths works too); they are read as one study (:func:`medmdm.io.load_study`).
+
 The results manifest (``results.jsonl`` in the output folder) gets one JSON line per study as the study
 ends, written and flushed at once, so a killed run keeps the lines of the studies it finished.
 """
@@ -23,6 +27,7 @@ from medmdm.errors import InputError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 MANIFEST_FIELDS = ("path", "series_uid", "target")
+CHANNEL_SEPARATOR = ";"  # between the files of a study's channels in a manifest's path
 RESULTS_NAME = "results.jsonl"
 NOTE_FINISHED = "finished by an earlier run"
 NOTE_NOT_RUN = "not run: the batch stopped at a failure (--fail-fast)"
@@ -36,16 +41,19 @@ class ManifestRow:
     Attributes
     ----------
     path : Path
-        The study, resolved against the manifest's folder.
+        The study (the first of its channel files), resolved against the manifest's folder.
     series_uid : str or None
         The series to read from a folder.
     target : int or None
         Class to explain; None for the batch's default.
+    channel_paths : tuple of Path
+        The files read as the study's channels, in order, when the row lists several; empty otherwise.
     """
 
     path: Path
     series_uid: str | None = None
     target: int | None = None
+    channel_paths: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -167,16 +175,23 @@ def _check_fields(path: Path, line: int, fields: list[str]) -> None:
 def _row(manifest: Path, line: int, entry: dict[str, Any]) -> ManifestRow:
     where = f"{manifest}: line {line}"
     study = entry.get("path")
-    if not isinstance(study, str) or not study.strip():
-        raise InputError(f"{where}: empty path")
+    parts = study.split(CHANNEL_SEPARATOR) if isinstance(study, str) else study
+    if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+        raise InputError(f"{where}: path must be text or a list of paths, got {study!r}")
+    if not parts or not all(p.strip() for p in parts):
+        raise InputError(f"{where}: empty path" if len(parts) < 2 else f"{where}: an empty path in {study!r}")
     series_uid = entry.get("series_uid")
     if series_uid is not None and not isinstance(series_uid, str):
         raise InputError(f"{where}: series_uid must be text, got {series_uid!r}")
     target = _target(where, entry.get("target"))
-    resolved = Path(study.strip()).expanduser()
-    if not resolved.is_absolute():
-        resolved = manifest.parent / resolved
-    return ManifestRow(resolved, (series_uid or "").strip() or None, target)
+    paths = tuple(_resolved(manifest, part) for part in parts)
+    return ManifestRow(paths[0], (series_uid or "").strip() or None, target, paths if len(paths) > 1 else ())
+
+
+def _resolved(manifest: Path, path: str) -> Path:
+    """A manifest's path, relative to the manifest's folder unless absolute."""
+    resolved = Path(path.strip()).expanduser()
+    return resolved if resolved.is_absolute() else manifest.parent / resolved
 
 
 def _target(where: str, value: Any) -> int | None:

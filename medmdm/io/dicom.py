@@ -145,7 +145,9 @@ def read_dataset(path: Path, *, header_only: bool = False) -> Dataset:
         _infer_transfer_syntax(ds)
         _parse_values(ds)
     except InvalidDicomError as e:
-        raise InputError(f"{path}: neither DICOM nor NIfTI ({one_line(e)})") from e
+        raise InputError(
+            f"{path}: neither DICOM nor NIfTI nor a PNG, JPEG or TIFF image ({one_line(e)})"
+        ) from e
     except Exception as e:  # pydicom raises many types on a damaged file
         raise InputError(f"{path}: unreadable DICOM ({one_line(e)})") from e
     return ds

@@ -52,10 +52,10 @@ from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 
 from medmdm.errors import InputError
 from medmdm.io.dicom import looks_like_dicom
-from medmdm.io.reader import NIFTI_SUFFIXES, Study, load_study
+from medmdm.io.images import IMAGE_SUFFIXES, looks_like_image
+from medmdm.io.reader import NIFTI_SUFFIXES, load_study
 
 DICOM_SUFFIXES = (".dcm",)
-AFFINE_TOLERANCE = 1e-4  # mm; files read together must share their grid up to this
 
 
 class StudyReader(ImageReader):
@@ -78,8 +78,8 @@ class StudyReader(ImageReader):
         self.series_uid = series_uid
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
-        """Whether every path is a folder, a ``.nii``/``.nii.gz``/``.dcm`` name or a DICOM file (with
-        preamble, or beginning like a data set).
+        """Whether every path is a folder, a ``.nii``/``.nii.gz``/``.dcm``/``.png``/``.jpg``/``.tif`` name,
+        a DICOM file (with preamble, or beginning like a data set) or a PNG, JPEG or TIFF image.
 
         Parameters
         ----------
@@ -126,13 +126,12 @@ class StudyReader(ImageReader):
         Raises
         ------
         InputError
-            What ``load_study`` raises; files given together with different grids; no path.
+            What ``load_study`` raises (files given together with different grids too); no path.
         """
         if not img:
             raise InputError("StudyReader: no path to read")
-        studies = [load_study(p, self.series_uid) for p in img]
-        first = studies[0]
-        channels = _stack_channels(studies)  # (C, *spatial)
+        first = load_study(img, self.series_uid)
+        channels = first.image.numpy()  # (C, *spatial)
         if channels.shape[0] == 1:
             array, channel_dim = channels[0], float("nan")
         else:
@@ -155,23 +154,6 @@ class StudyReader(ImageReader):
 
 
 def _is_study_path(path: Path) -> bool:
-    if path.name.lower().endswith(NIFTI_SUFFIXES + DICOM_SUFFIXES) or path.is_dir():
+    if path.name.lower().endswith(NIFTI_SUFFIXES + DICOM_SUFFIXES + IMAGE_SUFFIXES) or path.is_dir():
         return True
-    return path.is_file() and looks_like_dicom(path)
-
-
-def _stack_channels(studies: list[Study]) -> np.ndarray:
-    """The studies' images concatenated along the channel axis, ``(C, *spatial)``; one grid required."""
-    first = studies[0]
-    for study in studies[1:]:
-        if study.size != first.size:
-            raise InputError(
-                f"{study.path}: spatial shape {study.size} differs from {first.size} of {first.path}; "
-                "files read together are the channels of one image"
-            )
-        if not np.allclose(study.affine.numpy(), first.affine.numpy(), atol=AFFINE_TOLERANCE):
-            raise InputError(
-                f"{study.path}: affine differs from that of {first.path}; "
-                "files read together are the channels of one image"
-            )
-    return np.concatenate([study.image.numpy() for study in studies])
+    return path.is_file() and (looks_like_dicom(path) or looks_like_image(path))

@@ -1,9 +1,11 @@
-"""Reading a study (DICOM file, DICOM series folder, NIfTI) into a MONAI MetaTensor.
+"""Reading a study (DICOM file, DICOM series folder, NIfTI, PNG/JPEG/TIFF, or several co-registered files
+as its channels) into a MONAI MetaTensor.
 
 Conventions, the same as ``monai.transforms.LoadImage(ensure_channel_first=True)`` with MONAI's
 ITK reader:
 
-- channel first, float32: ``(C, *spatial)`` with C = 1 for grey and 3 for RGB;
+- channel first, float32: ``(C, *spatial)`` with C = 1 for grey and 3 for RGB, the 4th axis of a 4D
+  NIfTI, or the channels of several files read together (in the order given);
 - the first spatial axis runs along a DICOM row (column index), the second down a column (row
   index), the third (volumes) along the slice normal, slices sorted by
   ``ImagePositionPatient . (row cosines x column cosines)``. A 2D image is therefore
@@ -35,6 +37,14 @@ NIfTI: the header's size is checked against the file (and :data:`MAX_VALUES`) be
 allocated; an affine that is not finite or is singular (zero pixdim, all-zero sform) is refused,
 as are NaN and infinite voxels (DICOM too), and a 4D image whose 4th axis is time (time units in
 the header): a 4D image otherwise holds channels, as MONAI's ``NibabelReader`` reads it.
+
+PNG, JPEG and TIFF images are read in pixel space (:mod:`medmdm.io.images`): no patient geometry,
+1 mm pixels, kind ``"image"``.
+
+Several files read together (BraTS' T1, T1c, T2 and FLAIR) are the channels of one study, in the order
+given: they must share their spatial shape and their affine (to :data:`GRID_TOLERANCE` mm in every
+entry); the study keeps the first file's identifiers and headers and lists the file of each channel
+(:attr:`Study.channel_files`).
 """
 
 from __future__ import annotations
@@ -44,8 +54,8 @@ import gzip
 import logging
 import os
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,12 +73,14 @@ from medmdm.io.dicom import (
     ORIENTATION_TOLERANCE,
     Frame,
     drop_pixel_data,
+    looks_like_dicom,
     read_dataset,
     read_frames,
 )
+from medmdm.io.images import PIXEL_SPACING, looks_like_image, read_image
 from medmdm.io.series import is_link_loop, select_series
 
-StudyKind = Literal["dicom-file", "dicom-series", "nifti"]
+StudyKind = Literal["dicom-file", "dicom-series", "nifti", "image"]
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SPACING_TOLERANCE = 0.01  # relative difference allowed between slice gaps without resampling
@@ -77,6 +89,7 @@ POSITION_TOLERANCE = 1e-3  # mm: slices closer than this along the normal are at
 MAX_GAP = 5.0  # largest slice gap resampled over, in median gaps
 NIFTI_VECTOR_INTENT = 1007  # NIFTI_INTENT_VECTOR: the 4th axis holds channels
 NIBABEL_LOGGER = "nibabel.global"
+GRID_TOLERANCE = 1e-3  # mm: largest difference between the affines of files read as one study's channels
 
 
 @dataclass
@@ -86,11 +99,13 @@ class Study:
     Attributes
     ----------
     image : monai.data.MetaTensor
-        (C, *spatial) float32, C = 1 (grey) or 3 (RGB); 2D as (C, W, H), 3D as (C, X, Y, Z).
+        (C, *spatial) float32, C = 1 (grey), 3 (RGB), or the channels of a 4D NIfTI or of several files;
+        2D as (C, W, H), 3D as (C, X, Y, Z).
     path : Path
-        What was read (file or folder).
+        What was read (file or folder; the first of several files read as channels).
     kind : str
-        ``"dicom-file"``, ``"dicom-series"`` or ``"nifti"``.
+        ``"dicom-file"``, ``"dicom-series"``, ``"nifti"``, or ``"image"`` (PNG, JPEG or TIFF, in pixel
+        space: no patient geometry). Of the first file when several were read.
     modality, series_uid, study_uid, frame_of_reference_uid, description : str
         DICOM identifiers, ``""`` when absent (always for NIfTI).
     sop_instance_uids : list of str
@@ -118,6 +133,9 @@ class Study:
     notes : tuple of str
         What reading assumed or changed (resampled slices, a default pixel spacing...), as warned;
         :func:`medmdm.pipeline.read` fills it so that the report says it too.
+    channel_files : tuple of Path
+        When several files were read as the study's channels: the file of each channel, in channel
+        order (a 4D NIfTI is named once per channel it gives). Empty for a study of one file or folder.
     """
 
     image: MetaTensor
@@ -137,6 +155,12 @@ class Study:
     frame_numbers: tuple[int, ...] = ()
     source_slice_positions: tuple[float, ...] = ()
     notes: tuple[str, ...] = ()
+    channel_files: tuple[Path, ...] = ()
+
+    @property
+    def patient_geometry(self) -> bool:
+        """Whether the affine places the image in a patient (False: pixel space, an ``"image"`` study)."""
+        return self.kind != "image"
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -149,16 +173,19 @@ class Study:
         return self.image.affine
 
 
-def load_study(path: str | Path, series_uid: str | None = None) -> Study:
-    """Read a DICOM file, a DICOM series folder or a NIfTI file.
+def load_study(path: str | Path | Sequence[str | Path], series_uid: str | None = None) -> Study:
+    """Read a DICOM file, a DICOM series folder, a NIfTI file, a PNG/JPEG/TIFF image, or several of
+    these as the channels of one study.
 
     Parameters
     ----------
-    path : str or Path
-        A ``.nii``/``.nii.gz`` file, a DICOM file (single- or multi-frame) or a folder holding
-        DICOM series (searched recursively; file names and InstanceNumber are not used).
+    path : str, Path or sequence of them
+        A ``.nii``/``.nii.gz`` file, a ``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff`` image, a DICOM
+        file (single- or multi-frame) or a folder holding DICOM series (searched recursively; file
+        names and InstanceNumber are not used). Several paths: the channels of one study, in order,
+        on one grid.
     series_uid : str, optional
-        The series to read from a folder holding several.
+        The series to read from a folder holding several (from each folder, when several).
 
     Returns
     -------
@@ -167,8 +194,16 @@ def load_study(path: str | Path, series_uid: str | None = None) -> Study:
     Raises
     ------
     InputError
-        Missing, empty, unreadable or inconsistent input; several series and no ``series_uid``.
+        Missing, empty, unreadable or inconsistent input; several series and no ``series_uid``;
+        several paths whose grids differ.
     """
+    if not isinstance(path, str | Path):
+        paths = [Path(p) for p in path]
+        if not paths:
+            raise InputError("no study to read: give one path, or one per channel")
+        if len(paths) > 1:
+            return _channels_study([load_study(p, series_uid) for p in paths])
+        path = paths[0]
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: {_why_missing(path)}")
@@ -182,9 +217,51 @@ def load_study(path: str | Path, series_uid: str | None = None) -> Study:
         return _dicom_study(frames, headers, path, "dicom-series")
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         return _load_nifti(path)
+    if path.is_file() and looks_like_image(path) and not looks_like_dicom(path):  # a preamble may be TIFF
+        return _load_image(path)
     ds = read_dataset(path)
     frames = read_frames(ds, path)
     return _dicom_study(frames, {path: drop_pixel_data(ds)}, path, "dicom-file")
+
+
+def _channels_study(studies: list[Study]) -> Study:
+    """Studies of one grid as the channels of one study, in order.
+
+    Raises
+    ------
+    InputError
+        A study whose spatial shape or affine (to :data:`GRID_TOLERANCE` mm) differs from the first's.
+    """
+    first = studies[0]
+    for study in studies[1:]:
+        if study.size != first.size:
+            raise InputError(
+                f"{study.path}: spatial shape {study.size} differs from {first.size} of {first.path}; "
+                "files read together are the channels of one study, on one grid"
+            )
+        offset = float(np.abs(study.affine.numpy() - first.affine.numpy()).max())
+        if offset > GRID_TOLERANCE:
+            raise InputError(
+                f"{study.path}: affine differs from that of {first.path} by up to {offset:.4g} mm; "
+                "files read together are the channels of one study, on one grid"
+            )
+    meta = {**first.image.meta, "original_channel_dim": -1}
+    image = MetaTensor(torch.cat([study.image.as_tensor() for study in studies]), meta=meta)
+    channel_files = tuple(study.path for study in studies for _ in range(study.image.shape[0]))
+    return replace(first, image=image, channel_files=channel_files)
+
+
+def _load_image(path: Path) -> Study:
+    """A PNG, JPEG or TIFF image in pixel space (see :mod:`medmdm.io.images`)."""
+    data, kind = read_image(path)
+    warnings.warn(
+        f"{path}: a {kind} image has no patient geometry; read in pixel space "
+        f"({PIXEL_SPACING:g} mm pixels), and outputs that need a patient are not written",
+        stacklevel=3,
+    )
+    spacing = (PIXEL_SPACING, PIXEL_SPACING)
+    affine = LPS_TO_RAS @ np.diag([*spacing, 1.0, 1.0])
+    return _study(data, affine, path, "image", spacing, files=[path])
 
 
 def _why_missing(path: Path) -> str:

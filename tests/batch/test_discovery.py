@@ -118,6 +118,9 @@ def test_a_manifest_folder_without_series_stands_for_its_studies(archive: Archiv
         ("list.jsonl", '{"path": "a.nii.gz"}\n{"path": \n', "line 2: not JSON"),
         ("list.jsonl", '["a.nii.gz"]\n', "line 1: expected a JSON object"),
         ("list.jsonl", '{"path": ""}\n', "line 1: empty path"),
+        ("list.csv", "path\na.nii.gz;;b.nii.gz\n", "line 2: an empty path in 'a.nii.gz;;b.nii.gz'"),
+        ("list.jsonl", '{"path": []}\n', "line 1: empty path"),
+        ("list.jsonl", '{"path": ["a.nii.gz", 3]}\n', r"line 1: path must be text or a list of paths"),
     ],
 )
 def test_bad_manifests_name_the_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:

@@ -235,7 +235,8 @@ def test_verify_suffix(ct_series, tmp_path):
     assert reader.verify_suffix([tmp_path / "a.nii.gz", tmp_path / "b.NII"])
     assert reader.verify_suffix(str(tmp_path / "not_yet.dcm"))
     assert not reader.verify_suffix(text)
-    assert not reader.verify_suffix([ct_series.folder, tmp_path / "image.png"])
+    assert reader.verify_suffix([tmp_path / "frame.png", tmp_path / "patch.TIFF", tmp_path / "photo.jpg"])
+    assert not reader.verify_suffix([ct_series.folder, tmp_path / "image.bmp"])
 
 
 def test_registered_reader_is_chosen_by_suffix(ct_series):
