@@ -1,5 +1,6 @@
-"""MONAI Bundles: load a local bundle folder's classifier and preprocessing (:func:`load_bundle`), and
-find the demo bundles that ship with medmdm (:func:`demo_bundle_path`)."""
+"""MONAI Bundles: load a local bundle folder's network, inferer, preprocessing and postprocessing
+(:func:`load_bundle`; :mod:`medmdm.bundle.inference` runs them as the bundle does), and find the demo
+bundles that ship with medmdm (:func:`demo_bundle_path`)."""
 
 from __future__ import annotations
 

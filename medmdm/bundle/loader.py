@@ -3,13 +3,17 @@
 A bundle in model-zoo layout::
 
     DIR/configs/metadata.json        name, version, class names (network_data_format.outputs.pred.channel_def)
-    DIR/configs/inference.json|yaml  network_def, preprocessing (a Compose of dictionary transforms)
+    DIR/configs/inference.json|yaml  network_def, preprocessing, inferer, postprocessing
     DIR/models/model.pt              a state dict, or a dict with a "model" entry (MONAI's CheckpointSaver)
     DIR/models/model.ts              or a TorchScript module
     DIR/scripts/                     optional, importable as ``scripts`` while the bundle loads
 
-Nothing is downloaded. The preprocessing runs on a study read by :func:`medmdm.io.load_study`, so the
-bundle's own ``LoadImage(d)``, ``EnsureChannelFirst(d)`` and ``AddChannel(d)`` steps are left out.
+Nothing is downloaded. The config is evaluated by MONAI's ``ConfigParser`` with ``bundle_root`` set and the
+bundle's ``scripts`` importable; what medmdm does not use is taken out of it first
+(:mod:`medmdm.bundle.config`). The preprocessing runs on a study read by :func:`medmdm.io.load_study`, so
+the bundle's own ``LoadImage(d)``, ``EnsureChannelFirst(d)`` and ``AddChannel(d)`` steps are never built, and
+its random transforms are dropped. The network runs through the bundle's inferer
+(:class:`medmdm.bundle.inference.BundleModel`).
 """
 
 from __future__ import annotations
@@ -28,25 +32,30 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose
+from monai.transforms import Compose, MapTransform, Randomizable
 
+from medmdm.bundle.config import (
+    LOADING_STEPS,
+    OUTPUT_STEPS,
+    build,
+    drop_steps,
+    extra_inputs,
+    loaded_keys,
+    pretrained_off,
+    root_cause,
+    step_name,
+    step_paths,
+)
+from medmdm.bundle.inference import INFERERS, BundleModel, Focus, focus_region
 from medmdm.errors import BundleError, InputError, one_line
 from medmdm.io.reader import Study
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
-LOADING_TRANSFORMS = {
-    "LoadImage",
-    "LoadImaged",
-    "EnsureChannelFirst",
-    "EnsureChannelFirstd",
-    "AddChannel",
-    "AddChanneld",
-}
 
 
 @dataclass
 class Bundle:
-    """A classifier loaded from a bundle folder, ready to explain.
+    """A bundle's network (classifier, segmenter or detector) loaded from its folder, ready to explain.
 
     Attributes
     ----------
@@ -59,9 +68,23 @@ class Bundle:
     network : torch.nn.Module
         In eval mode, on the CPU, with the bundle's weights.
     preprocessing : monai.transforms.Compose
-        The bundle's preprocessing without its loading steps; takes ``{image_key: MetaTensor}``.
+        The bundle's preprocessing without its loading steps and random transforms; takes
+        ``{image_key: MetaTensor}``, or the MetaTensor itself when it holds no dictionary transform.
     image_key : str
         The key the preprocessing reads.
+    inferer : monai.inferers.Inferer or None
+        The bundle's inferer (``SimpleInferer``, ``SlidingWindowInferer``, ``SliceInferer``); None: the
+        network runs on the whole input.
+    postprocessing : monai.transforms.Compose or None
+        The steps of the bundle's postprocessing that turn the output into labels (its saving and inverting
+        steps left out); regions follow them (:func:`medmdm.bundle.inference.label_regions`).
+    output_key : str
+        The key the postprocessing reads.
+    model : BundleModel
+        The network run through the inferer: what the explainers see as the model.
+    notes : list of str
+        What loading changed that the report should say (random transforms dropped, pretrained backbones
+        built offline, random weights).
     spatial_dims : int or None
         2 or 3 when the metadata or the network tells, else None.
     input_channels : int or None
@@ -92,6 +115,19 @@ class Bundle:
     weights: Path | None = None
     weights_sha256: str = ""
     explain_options: dict[str, Any] = field(default_factory=dict)
+    inferer: Any = None
+    postprocessing: Compose | None = None
+    output_key: str = "pred"
+    notes: list[str] = field(default_factory=list)
+    model: BundleModel = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.model = BundleModel(self.network, self.inferer)
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the network keeps random initial weights (no weights file; smoke tests only)."""
+        return self.weights is None
 
     def preprocess(self, study: Study) -> MetaTensor:
         """Run the bundle's preprocessing on a study.
@@ -103,11 +139,12 @@ class Bundle:
         """
         image = study.image.clone()
         image.meta["original_channel_dim"] = 0
+        dictionary = any(isinstance(t, MapTransform) for t in self.preprocessing.transforms)
         try:
-            out = self.preprocessing({self.image_key: image})
+            out = self.preprocessing({self.image_key: image} if dictionary else image)
         except Exception as error:
             raise InputError(
-                f"{study.path}: the preprocessing of bundle {self.name} failed ({one_line(error)})"
+                f"{study.path}: the preprocessing of bundle {self.name} failed ({root_cause(error)})"
             ) from error
         data = out[self.image_key] if isinstance(out, dict) else out
         if not isinstance(data, MetaTensor):
@@ -116,6 +153,19 @@ class Bundle:
                 "not a MetaTensor with an affine"
             )
         return data.float().unsqueeze(0)
+
+    def focus(self, network_input: MetaTensor, label: int, mask: torch.Tensor | None = None) -> Focus:
+        """The region of ``label`` (by the bundle's postprocessing, or ``mask`` on the network grid) and the
+        part of ``network_input`` that explains it (see :func:`medmdm.bundle.inference.focus_region`)."""
+        return focus_region(
+            self.model,
+            network_input,
+            label,
+            mask=mask,
+            postprocessing=self.postprocessing,
+            output_key=self.output_key,
+            name=self.name,
+        )
 
     def summary(self) -> dict[str, Any]:
         """Plain-Python description for reports."""
@@ -128,7 +178,10 @@ class Bundle:
             "weights": str(self.weights) if self.weights else None,
             "weights_sha256": self.weights_sha256,
             "network": type(self.network).__name__,
+            "inferer": type(self.inferer).__name__ if self.inferer is not None else None,
+            "random_weights": self.random_weights,
             "explain_options": dict(self.explain_options),
+            "notes": list(self.notes),
         }
 
 
@@ -157,8 +210,10 @@ def load_bundle(
     Raises
     ------
     BundleError
-        Missing folder, configs, ``network_def`` or weights; a config that does not parse; weights that do
-        not fit the network. Each message names the bundle.
+        Missing folder, configs, ``network_def`` or weights; a config that does not parse or build (the
+        root cause quoted, e.g. the missing file a ``torch.load`` names); weights that do not fit the
+        network; a bundle that needs more than an image (clicks, prompts, guidance, several inputs). Each
+        message names the bundle.
     """
     root = Path(root).expanduser().resolve()
     label = str(root)
@@ -175,11 +230,42 @@ def load_bundle(
             f"bundle {name}: cannot parse {', '.join(f.name for f in files)} ({one_line(error)})"
         ) from error
     parser["bundle_root"] = str(root)
+    notes: list[str] = []
     with _bundle_scripts(root):
+        parts = ("preprocessing", "inferer", "postprocessing")
+        steps = [step for part in parts for _, step in step_paths(parser, part)]
+        try:
+            keys = loaded_keys(parser)
+        except Exception as error:
+            raise BundleError(
+                f"bundle {name}: cannot read the keys of LoadImaged ({root_cause(error)})"
+            ) from error
+        needs = extra_inputs(metadata, steps, keys)
+        if needs:
+            raise BundleError(
+                f"bundle {name}: not supported: {needs}; medmdm explains networks that take an image"
+            )
+        drop_steps(parser, "preprocessing", LOADING_STEPS)
+        drop_steps(parser, "postprocessing", OUTPUT_STEPS)
+        if pretrained_off(parser):
+            notes.append(
+                f"bundle {name}: network_def asks for pretrained weights; built without them (nothing is "
+                "downloaded), the bundle's weights loaded after"
+            )
         network = _network_def(parser, root, name)
-        preprocessing = _parsed_preprocessing(parser, name)
+        preprocessing = _parsed(parser, "preprocessing", name)
+        inferer = _inferer(parser, name, notes)
+        postprocessing = _parsed(parser, "postprocessing", name)
     return assemble_bundle(
-        root, network, preprocessing, allow_random_weights=allow_random_weights, config_files=files
+        root,
+        network,
+        preprocessing,
+        allow_random_weights=allow_random_weights,
+        config_files=files,
+        inferer=inferer,
+        postprocessing=postprocessing,
+        image_key=keys[0] if keys else None,
+        notes=notes,
     )
 
 
@@ -190,6 +276,10 @@ def assemble_bundle(
     *,
     allow_random_weights: bool = False,
     config_files: Sequence[Path] = (),
+    inferer: Any = None,
+    postprocessing: Any = None,
+    image_key: str | None = None,
+    notes: Sequence[str] = (),
 ) -> Bundle:
     """Make a :class:`Bundle` from a network and a preprocessing already built from the bundle's config.
 
@@ -207,20 +297,36 @@ def assemble_bundle(
         Keep the network's initial weights when the bundle has no weights file.
     config_files : sequence of Path
         The config files the parts came from, for the report.
+    inferer : monai.inferers.Inferer, optional
+        The instantiated ``inferer``; None runs the network on the whole input.
+    postprocessing : callable, optional
+        The instantiated ``postprocessing`` without its saving and inverting steps.
+    image_key : str, optional
+        The key the bundle's ``LoadImaged`` reads, when it was left out of ``preprocessing``.
+    notes : sequence of str
+        What loading changed, for the report.
     """
     root = Path(root).expanduser().resolve()
     metadata = _read_metadata(root)
     name = str(metadata.get("name") or root.name)
     network, weights = _with_weights(network, root, name, allow_random_weights)
     network.eval()
-    kept, image_key = _without_loading(preprocessing)
+    kept, found_key, random = _without_loading(preprocessing)
+    notes = list(notes)
+    if random:
+        notes.append(f"bundle {name}: random transforms left out of its preprocessing: {', '.join(random)}")
+    if weights is None:
+        notes.append(
+            f"bundle {name} has RANDOM WEIGHTS (no models/model.pt): a smoke test; the map means nothing"
+        )
+    post = _without_loading(postprocessing, LOADING_STEPS | OUTPUT_STEPS)[0] if postprocessing else None
     return Bundle(
         root=root,
         name=name,
         version=str(metadata.get("version", "")),
         network=network,
         preprocessing=kept,
-        image_key=image_key,
+        image_key=image_key or found_key,
         class_names=_class_names(metadata),
         spatial_dims=_spatial_dims(metadata, network),
         input_channels=_input_channels(metadata),
@@ -228,6 +334,10 @@ def assemble_bundle(
         weights=weights,
         weights_sha256=_sha256(weights) if weights else "",
         explain_options=_explain_options(metadata, name),
+        inferer=_runnable(inferer, name, notes),
+        postprocessing=post,
+        output_key=_first_key(post, "pred"),
+        notes=notes,
     )
 
 
@@ -322,10 +432,9 @@ def _network_def(parser: ConfigParser, root: Path, name: str) -> torch.nn.Module
         if (root / "models" / "model.ts").is_file():
             return None
         raise BundleError(f"bundle {name}: no network_def in its config (and no models/model.ts)")
-    try:
-        network = parser.get_parsed_content("network_def", instantiate=True)
-    except Exception as error:
-        raise BundleError(f"bundle {name}: cannot build network_def ({one_line(error)})") from error
+    network = build(
+        parser, "network_def", lambda cause: BundleError(f"bundle {name}: cannot build network_def ({cause})")
+    )
     if not isinstance(network, torch.nn.Module):
         raise BundleError(f"bundle {name}: network_def is a {type(network).__name__}, not a torch module")
     return network
@@ -381,34 +490,77 @@ def _state_dict(path: Path, network: torch.nn.Module, name: str) -> dict[str, to
     return checkpoint
 
 
-def _parsed_preprocessing(parser: ConfigParser, name: str) -> Any:
-    if "preprocessing" not in parser.config:
+def _parsed(parser: ConfigParser, key: str, name: str) -> Any:
+    """``parser[key]`` built (None when the config has none), its failure's root cause in one line."""
+    if key not in parser.config:
         return None
-    # Instantiating LoadImage(d) makes MONAI log and warn that the optional GPU DICOM decoder is missing;
-    # medmdm drops that step anyway.
+    # Building MONAI transforms may log and warn that the optional GPU DICOM decoder is missing; medmdm reads
+    # studies itself.
     codec_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
     level = codec_logger.level
     codec_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-            return parser.get_parsed_content("preprocessing", instantiate=True)
-    except Exception as error:
-        raise BundleError(f"bundle {name}: cannot build preprocessing ({one_line(error)})") from error
+            return build(
+                parser, key, lambda cause: BundleError(f"bundle {name}: cannot build {key} ({cause})")
+            )
     finally:
         codec_logger.setLevel(level)
 
 
-def _without_loading(preprocessing: Any) -> tuple[Compose, str]:
-    """The preprocessing without its loading steps, and the key of the image it reads."""
-    if preprocessing is None:
-        return Compose([]), "image"
-    transforms = preprocessing.flatten().transforms if isinstance(preprocessing, Compose) else [preprocessing]
-    keyed = [t for t in transforms if hasattr(t, "keys") and not callable(t.keys)]
+def _inferer(parser: ConfigParser, name: str, notes: list[str]) -> Any:
+    """The bundle's inferer when medmdm can run it (:data:`~medmdm.bundle.inference.INFERERS`), else None
+    with a note: the network then runs on the whole input."""
+    if "inferer" not in parser.config:
+        return None
+    kind = step_name(parser["inferer"])
+    if kind not in INFERERS:
+        notes.append(_unused_inferer(name, kind or repr(parser["inferer"])))
+        return None
+    return _parsed(parser, "inferer", name)
+
+
+def _runnable(inferer: Any, name: str, notes: list[str]) -> Any:
+    """A built inferer as medmdm runs it (on the network's device, without a progress bar), or None with a
+    note when it is not one of :data:`~medmdm.bundle.inference.INFERERS`."""
+    if inferer is None:
+        return None
+    if type(inferer).__name__ not in INFERERS:
+        notes.append(_unused_inferer(name, type(inferer).__name__))
+        return None
+    for attribute, value in (("progress", False), ("sw_device", None), ("device", None)):
+        if hasattr(inferer, attribute):
+            setattr(inferer, attribute, value)
+    return inferer
+
+
+def _unused_inferer(name: str, kind: str) -> str:
+    return f"bundle {name}: its inferer {kind} is not used; the network runs on the whole input"
+
+
+def _without_loading(
+    transforms: Any, dropped: frozenset[str] = LOADING_STEPS
+) -> tuple[Compose, str, list[str]]:
+    """The transforms without the steps named in ``dropped`` (loading steps) and random ones, the key of the
+    image the loading step reads, and the names of the random transforms left out."""
+    if transforms is None:
+        return Compose([]), "image", []
+    steps = transforms.flatten().transforms if isinstance(transforms, Compose) else [transforms]
+    keyed = [t for t in steps if isinstance(t, MapTransform)]
     loaders = [t for t in keyed if type(t).__name__ == "LoadImaged"]
-    image_key = str(next(iter((loaders or keyed)[0].keys))) if keyed else "image"
-    kept = [t for t in transforms if type(t).__name__ not in LOADING_TRANSFORMS]
-    return Compose(kept), image_key
+    key = str(next(iter((loaders or keyed)[0].keys))) if keyed else "image"
+    random = [type(t).__name__ for t in steps if isinstance(t, Randomizable)]
+    kept = [t for t in steps if type(t).__name__ not in dropped and not isinstance(t, Randomizable)]
+    return Compose(kept), key, random
+
+
+def _first_key(transforms: Compose | None, default: str) -> str:
+    """The first key a dictionary transform of ``transforms`` reads, else ``default``."""
+    keyed = [
+        t for t in (transforms.transforms if transforms is not None else []) if isinstance(t, MapTransform)
+    ]
+    return str(next(iter(keyed[0].keys))) if keyed else default
 
 
 def _sha256(path: Path) -> str:
