@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydicom import Dataset
-from pydicom.uid import RTDoseStorage, generate_uid
+from pydicom.uid import ParametricMapStorage, RTDoseStorage, generate_uid
 from pydicom.valuerep import DS
 
 from medmdm import __version__
@@ -61,6 +61,9 @@ TYPE_2_PATIENT_STUDY = (
     "ReferringPhysicianName",
 )
 LATERALITIES = ("R", "L")
+FRAME_LATERALITIES = ("R", "L", "B", "U")  # FrameLaterality: right, left, both, unpaired
+# The Frame Anatomy of a map whose source names no anatomic region (CID 4031).
+ENTIRE_BODY = ("38266002", "SCT", "Entire body")
 # PatientOrientation letters of the +/- LPS axes.
 ORIENTATION_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines below this add no letter
@@ -69,6 +72,7 @@ OUTPUT_KINDS = {
     "dicom-pm": "a Parametric Map",
     "dicom-sc": "a Secondary Capture",
     "dicom-seg": "a Segmentation",
+    "dicom-pr": "a colour presentation state of a Parametric Map",
 }
 REFERENCED_IDENTIFIERS = ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")
 # Separators of old (ACR-NEMA) dates and times, which highdicom refuses: 2001.01.31, 14:04:38.
@@ -83,7 +87,8 @@ def dicom_output_problem(study: Study, kind: str) -> str | None:
     study : medmdm.io.Study
         The study the map lies on.
     kind : str
-        ``"dicom-pm"``, ``"dicom-sc"`` or ``"dicom-seg"``.
+        ``"dicom-pm"``, ``"dicom-sc"``, ``"dicom-seg"`` or ``"dicom-pr"`` (the Parametric Map's colour
+        presentation state, which a source can carry where it can carry the map).
 
     Returns
     -------
@@ -105,6 +110,8 @@ def dicom_output_problem(study: Study, kind: str) -> str | None:
         raise InputError(f"unknown DICOM output {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
     if study.kind == "nifti":
         return "DICOM outputs need a DICOM source; this study is NIfTI"
+    if not study.patient_geometry:
+        return "DICOM outputs need a DICOM source; this study is an image in pixel space (no patient axes)"
     if not study.headers:
         return (
             "DICOM outputs need a DICOM source; this study has no DICOM headers "
@@ -375,13 +382,92 @@ def long_string(value: str, name: str) -> str:
 
 
 def copy_laterality(derived: Dataset, source: Dataset) -> None:
-    """Laterality (General Series, type 2C) of the derived object: the source's, else empty.
+    """Laterality (General Series, type 2C) of the derived object: the source's, else empty; in a
+    Parametric Map, the Frame Anatomy functional group instead (:func:`frame_anatomy`), whose Frame
+    Laterality makes the series' Laterality one that must not be sent.
 
     Empty means unknown; an unpaired body part would want it absent, which the source does not
     tell, so validators warn about the empty value.
     """
+    if derived.SOPClassUID == ParametricMapStorage:
+        derived.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [frame_anatomy(source)]
+        if "Laterality" in derived:
+            del derived.Laterality
+        return
     value = source.get("Laterality")
     derived.Laterality = value if value in LATERALITIES else None
+
+
+def frame_anatomy(source: Dataset) -> Dataset:
+    """The Frame Anatomy functional group item of a map derived from ``source``.
+
+    The Parametric Map IOD requires it, and dcmqi (``paramap2itkimage``, 3D Slicer's reader of
+    Parametric Maps) fails without it. The anatomic region is the source's (its own
+    AnatomicRegionSequence, else its frames' Frame Anatomy), else the entire body; the laterality is
+    the source's (FrameLaterality, ImageLaterality, Laterality), else ``U`` (unpaired).
+    """
+    groups = source.get("SharedFunctionalGroupsSequence") or [Dataset()]
+    given = (groups[0].get("FrameAnatomySequence") or [Dataset()])[0]
+    region = source.get("AnatomicRegionSequence") or given.get("AnatomicRegionSequence")
+    if not region:
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = ENTIRE_BODY
+        region = [code]
+    sides = (given.get("FrameLaterality"), source.get("ImageLaterality"), source.get("Laterality"))
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = [copy.deepcopy(item) for item in region]
+    anatomy.FrameLaterality = next((side for side in sides if side in FRAME_LATERALITIES), "U")
+    return anatomy
+
+
+def frames_in_ascending_order(derived: Dataset) -> None:
+    """Put a derived multi-frame image's frames in ascending order along its slice normal, in place.
+
+    The normal is the row x column cross product of the image orientation (shared or first
+    per-frame Plane Orientation); each frame's place along it is its Plane Position. The frames of
+    the pixel data (FloatPixelData, DoubleFloatPixelData or native PixelData of whole bytes) and
+    the PerFrameFunctionalGroupsSequence items move together (a stable sort: frames at one position
+    keep their order); each item keeps its own Dimension Index Values. Readers that stack frames in
+    file order (dcmqi's ``paramap2itkimage``, 3D Slicer's reader of Parametric Maps) then get the
+    slices in the order of their positions. An image of one frame, or without plane positions, is
+    left as is.
+
+    Parameters
+    ----------
+    derived : pydicom.Dataset
+        A multi-frame image with functional groups (a highdicom ``ParametricMap``...).
+
+    Raises
+    ------
+    ValueError
+        Pixel data that is encapsulated (compressed) or not of whole bytes per sample.
+    """
+    per_frame = derived.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per_frame) < 2 or any("PlanePositionSequence" not in item for item in per_frame):
+        return
+    groups = derived.SharedFunctionalGroupsSequence[0]
+    oriented = groups if "PlaneOrientationSequence" in groups else per_frame[0]
+    cosines = np.asarray(oriented.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(cosines[:3], cosines[3:])
+    along = [
+        float(normal @ np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float))
+        for item in per_frame
+    ]
+    order = np.argsort(along, kind="stable")
+    if (order == np.arange(len(order))).all():
+        return
+    keyword = next(k for k in ("FloatPixelData", "DoubleFloatPixelData", "PixelData") if k in derived)
+    bits = int(derived.BitsAllocated)
+    if bits % 8 or (keyword == "PixelData" and derived.file_meta.TransferSyntaxUID.is_compressed):
+        raise ValueError(
+            f"cannot reorder the frames of {keyword} ({bits} bits allocated, encapsulated or not)"
+        )
+    frame_bytes = (
+        int(derived.Rows) * int(derived.Columns) * int(derived.get("SamplesPerPixel", 1)) * bits // 8
+    )
+    frames = np.frombuffer(derived[keyword].value, dtype=np.uint8, count=frame_bytes * len(per_frame))
+    derived[keyword].value = frames.reshape(len(per_frame), frame_bytes)[order].tobytes()
+    derived.PerFrameFunctionalGroupsSequence = [per_frame[int(k)] for k in order]
 
 
 def _prepare_header(dataset: Dataset, thickness: float) -> None:

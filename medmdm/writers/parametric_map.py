@@ -4,7 +4,22 @@ One multi-frame Parametric Map (highdicom's ``ParametricMap``) in the source's s
 reference, in a new series: one frame per source slice (per frame of a multi-frame source) at the
 source's position, referencing every source instance. The stored values are the map's, unscaled:
 the real world value mapping is the identity over the map's range, quantity DCM 130402 "Class
-activation" (CID 7180), unit "no units" (UCUM 1). ContentQualification is RESEARCH.
+activation" (CID 7180), unit "no units" (UCUM 1). ContentQualification is RESEARCH; ContentLabel and
+LUTLabel are "SALIENCY"; the VOI window (LINEAR_EXACT) spans the map's range.
+
+Colour: OHIF's Parametric Map viewer (``@ohif/extension-cornerstone-dicom-pmap``) draws a Parametric
+Map as a colour overlay (its own colour map, half opaque at the bottom of the range) over the series
+that its ReferencedSeriesSequence names, windowed over the map's range; this map names the source
+series there. The standard gives a Parametric Map a Palette Color Lookup Table (PixelPresentation
+COLOR_RANGE) only over integer pixel data, and dciodvfy reports the palette of such an object as
+present where its Image Pixel Description macro does not allow it, so the values stay float32 and
+exact, as dcmqi (3D Slicer's reader) and dcm2niix read them (ITK's GDCM reads no Float Pixel Data),
+without a palette; :mod:`medmdm.writers.presentation_state` writes the colour mapping as a
+presentation state that references the map.
+
+Frames: one per source slice, stored in ascending order along the normal of the image orientation
+(row x column), as dcmqi's ``paramap2itkimage`` stacks them (in file order, whatever their Plane
+Positions); highdicom writes them the other way.
 
 The IOD requires a frame of reference and plane positions: for a single-frame source without
 them (a projection radiograph, CR/DX), the map gets a new frame of reference of its own, its frame
@@ -87,10 +102,10 @@ def write_parametric_map(
         value_range=(low, high),
         quantity_definition=codes.DCM.ClassActivation,
     )
-    window = hd.VOILUTTransformation(
-        window_center=(low + high) / 2,
-        window_width=high - low if high > low else 1.0,
-        window_explanation="map range",
+    window = hd.VOILUTTransformation(  # lists: highdicom splits a lone explanation into characters
+        window_center=[(low + high) / 2],
+        window_width=[high - low if high > low else 1.0],
+        window_explanation=["map range"],
         voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
     )
     geometry_sources = source.datasets if source.has_patient_geometry else [_geometry_stand_in(source)]
@@ -115,6 +130,7 @@ def write_parametric_map(
             series_description=series.description,
         )
     common.copy_laterality(pm, source.datasets[0])
+    common.frames_in_ascending_order(pm)
     with atomic_path(path) as tmp:
         pm.save_as(tmp)
     return path

@@ -5,15 +5,19 @@ that holds the map's mass, in the source's study, in a new series: a 2D study gi
 volume the fewest slices whose summed map reaches ``mass_fraction`` of its total (in slice order).
 
 Each image is the source slice in grey as :mod:`medmdm.io` reads it (MONOCHROME1 already inverted,
-high values bright), windowed by the first source file's WindowCenter and WindowWidth when it has
-them at its top level and is not MONOCHROME1 (whose window applies to the values before the
-inversion), else from the 1st to the 99th percentile of the whole study, the same for every slice;
-colour sources as read (RGB, 0 to ``2**BitsStored - 1``; a palette's colours 0 to 255)
-with the map over it in ``colormap``, ``alpha`` opaque, its lowest values (below
-:data:`medmdm.writers.preview.HIDE_BELOW` of the map's range) left out. Pixels are the source's:
-row ``j``, column ``i`` of the image is voxel ``(i, j)`` of the slice. "RESEARCH - NOT FOR
-DIAGNOSIS" is burned into the bottom left corner when it fits (BurnedInAnnotation says whether
-it was); the series description says it too. Each image references its source image (and frame).
+high values bright), in the source's window (:func:`medmdm.writers.display.grey_window`: the first
+file's WindowCenter and WindowWidth, or its VOI LUT's input range, else the 1st to 99th percentile of
+the whole study; the same for every slice); colour sources as read, with the map over it in
+``colormap``, ``alpha`` opaque, its lowest values (below :data:`medmdm.writers.preview.HIDE_BELOW` of
+the map's range) left out. Each source pixel becomes a block of ``f x f`` pixels, ``f`` the smallest
+whole factor that brings the long side to :data:`MIN_LONG_SIDE` pixels (1 for a source that long
+already); the image's row ``f * j + a``, column ``f * i + b`` shows voxel ``(i, j)`` of the slice, and
+PixelSpacing is the source's divided by ``f``. A legend panel :func:`legend_width` pixels wide is
+added on the right: the colour bar with the map's range. Burned into every image: the slice's plane,
+number (from 1, as the preview numbers it) and position in mm (:func:`medmdm.writers.display.slice_label`;
+a 2D image's view) at the top left, which ImageComments repeats, and "RESEARCH - NOT FOR DIAGNOSIS" at
+the bottom left (BurnedInAnnotation YES); the series description says it too. Each image references
+its source image (and frame).
 
 The SC IOD has no frame of reference: a source with patient geometry gives PixelSpacing and a
 PatientOrientation computed from its direction cosines; one without (a projection radiograph)
@@ -22,25 +26,30 @@ gives the source's PatientOrientation.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
 import torch
-from pydicom.multival import MultiValue
 
 from medmdm.errors import InputError
 from medmdm.io import Study
 from medmdm.writers import dicom_common as common
 from medmdm.writers.atomic import atomic_path
+from medmdm.writers.display import caption, grey_window
 from medmdm.writers.preview import HIDE_BELOW
 
 SERIES_OFFSET = 2000  # SeriesNumber = the source's + this
 BURNED_IN_NOTICE = "RESEARCH - NOT FOR DIAGNOSIS"
 FILE_NAME = "sc_{:04d}.dcm"
-GREY_PERCENTILES = (1.0, 99.0)
-FONT_SIZES = (7, 24)  # smallest and largest font size of the burned-in notice, in pixels
-FONT_SHARE = 1 / 24  # font size as a share of the image's height, before fitting the width
+MIN_LONG_SIDE = 512  # pixels: smaller sources are enlarged by a whole factor to reach it
+FONT_SIZES = (7, 24)  # smallest and largest font size of burned-in text, in pixels
+FONT_SHARE = 1 / 28  # font size as a share of the image's height, before fitting the width
+LEGEND_SHARE = 1 / 8  # legend panel width as a share of the image's width, at least LEGEND_MIN
+LEGEND_MIN = 64
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 MASS_TOLERANCE = 1e-9  # relative: a cumulative mass this close to the goal reaches it
 
 
@@ -68,6 +77,17 @@ def mass_slices(data: np.ndarray, mass_fraction: float) -> list[int]:
     by_mass = np.argsort(-mass, kind="stable")
     reached = np.cumsum(mass[by_mass]) >= mass_fraction * total * (1 - MASS_TOLERANCE)
     return sorted(int(k) for k in by_mass[: int(np.argmax(reached)) + 1])
+
+
+def enlargement(rows: int, columns: int) -> int:
+    """The whole factor each source pixel is enlarged by: the smallest that makes the long side at
+    least :data:`MIN_LONG_SIDE`, 1 when it is already."""
+    return max(1, math.ceil(MIN_LONG_SIDE / max(rows, columns)))
+
+
+def legend_width(columns: int) -> int:
+    """Width in pixels of the legend panel beside an image ``columns`` pixels wide (after enlarging)."""
+    return max(LEGEND_MIN, round(columns * LEGEND_SHARE))
 
 
 def write_secondary_capture(
@@ -120,13 +140,15 @@ def write_secondary_capture(
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
     if colormap not in matplotlib.colormaps:
         raise InputError(f"unknown colormap {colormap!r}: use a matplotlib colour map name")
+    cmap = matplotlib.colormaps[colormap]
     source = common.DicomSource.of(study, "dicom-sc")
     data = common.study_map(saliency, source)
     volume = data[..., None] if data.ndim == 2 else data
     image = source.on_source_slices(source.study.image.detach().as_tensor().cpu().numpy())
     image = image[..., None] if image.ndim == 3 else image  # (C, X, Y, Z) on the source's slices
-    grey_range = _grey_range(source, image)
+    grey_range = grey_window(source.datasets, image)
     low, high = float(data.min()), float(data.max())
+    factor = enlargement(volume.shape[1], volume.shape[0])
     series = common.NewSeries.derived_from(
         source.datasets[0], SERIES_OFFSET, common.series_description(method, "saliency overlay")
     )
@@ -134,11 +156,12 @@ def write_secondary_capture(
     for number, k in enumerate(mass_slices(volume, mass_fraction), start=1):
         shown = (volume[..., k] - low) / (high - low) if high > low else np.zeros(volume.shape[:2])
         weight = np.where(shown >= HIDE_BELOW, alpha, 0.0)[..., None]
-        colours = matplotlib.colormaps[colormap](shown)[..., :3]
-        blended = (1 - weight) * _display_slice(image[..., k], grey_range) + weight * colours
+        blended = (1 - weight) * _display_slice(image[..., k], grey_range) + weight * cmap(shown)[..., :3]
         rgb = np.round(blended.transpose(1, 0, 2) * 255).astype(np.uint8)  # (rows, cols, 3)
-        rgb, burned_in = _burn_in_notice(rgb)
-        captures.append(_capture(source, series, rgb, k, number, method, burned_in))
+        rgb = rgb.repeat(factor, axis=0).repeat(factor, axis=1)
+        where = _where(source, k)
+        rgb = _burn_in(_with_legend(rgb, cmap, low, high), where)
+        captures.append(_capture(source, series, rgb, k, number, method, factor, where))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -150,18 +173,12 @@ def write_secondary_capture(
     return paths
 
 
-def _grey_range(source: common.DicomSource, image: np.ndarray) -> tuple[float, float]:
-    """The values shown black and white: the first file's window, else the study's percentiles."""
-    first = source.datasets[0]
-    if image.shape[0] == 3:
-        palette = first.get("PhotometricInterpretation") == "PALETTE COLOR"
-        return 0.0, float(2 ** (8 if palette else int(first.get("BitsStored") or 8)) - 1)
-    center, width = _first_value(first.get("WindowCenter")), _first_value(first.get("WindowWidth"))
-    inverted = first.get("PhotometricInterpretation") == "MONOCHROME1"
-    if center is not None and width is not None and width > 0 and not inverted:
-        return center - width / 2, center + width / 2
-    low, high = (float(v) for v in np.percentile(image[0], GREY_PERCENTILES))
-    return low, high
+def _where(source: common.DicomSource, k: int) -> str:
+    """Source slice ``k``'s caption (:func:`medmdm.writers.display.caption`): a resampled study's source
+    slice lies between its grid's slices, and is numbered among the source's."""
+    positions = source.study.source_slice_positions
+    index = positions[k] / float(source.study.spacing[2]) if positions else k
+    return caption(source.study, index, count=source.slice_count, number=k + 1)
 
 
 def _display_slice(plane: np.ndarray, grey_range: tuple[float, float]) -> np.ndarray:
@@ -173,35 +190,51 @@ def _display_slice(plane: np.ndarray, grey_range: tuple[float, float]) -> np.nda
     return np.repeat(shown[0][..., None], 3, axis=-1)
 
 
-def _first_value(value: object) -> float | None:
-    """The first of a DS value's values (WindowCenter may hold several), ``None`` when absent."""
-    if isinstance(value, MultiValue):
-        value = value[0] if len(value) else None
-    return None if value in (None, "") else float(value)
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
 
 
-def _burn_in_notice(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The image with the research notice in its bottom left corner, and whether it fitted."""
-    from PIL import Image, ImageDraw, ImageFont
+def _with_legend(rgb: np.ndarray, cmap: Any, low: float, high: float) -> np.ndarray:
+    """The image with a black legend panel on its right: the colour bar, the map's range at its ends."""
+    from PIL import Image, ImageDraw
+
+    rows, cols = rgb.shape[:2]
+    width = legend_width(cols)
+    panel = np.zeros((rows, width, 3), dtype=np.uint8)
+    size = int(np.clip(rows * FONT_SHARE, *FONT_SIZES))
+    top, bottom = 3 * size, rows - 3 * size
+    if bottom - top >= 2:
+        ramp = cmap(np.linspace(1, 0, bottom - top))[:, :3]
+        left, right = width // 2 - width // 8, width // 2 + width // 8
+        panel[top:bottom, left:right] = np.round(ramp * 255).astype(np.uint8)[:, None]
+    picture = Image.fromarray(panel, mode="RGB")
+    draw = ImageDraw.Draw(picture)
+    font = _font(max(FONT_SIZES[0], min(size, width // 5)))
+    for text, y in ((f"{high:.3g}", top - 1.5 * size), (f"{low:.3g}", bottom + 0.5 * size)):
+        draw.text((width / 2, y), text, font=font, fill=WHITE, anchor="ma")
+    return np.concatenate([rgb, np.asarray(picture)], axis=1)
+
+
+def _burn_in(rgb: np.ndarray, where: str) -> np.ndarray:
+    """The image with ``where`` at its top left and the research notice at its bottom left, white
+    outlined in black, each in the largest font size up to :data:`FONT_SHARE` of the height that fits."""
+    from PIL import Image, ImageDraw
 
     rows, cols = rgb.shape[:2]
     picture = Image.fromarray(rgb, mode="RGB")
     draw = ImageDraw.Draw(picture)
-    for size in range(int(np.clip(rows * FONT_SHARE, *FONT_SIZES)), FONT_SIZES[0] - 1, -1):
-        font = ImageFont.load_default(size=size)
-        left, top, right, bottom = draw.textbbox((0, 0), BURNED_IN_NOTICE, font=font, stroke_width=1)
-        margin = max(2, size // 3)
-        if right - left + 2 * margin <= cols and bottom - top + 2 * margin <= rows:
-            draw.text(
-                (margin - left, rows - margin - bottom),
-                BURNED_IN_NOTICE,
-                font=font,
-                fill=(255, 255, 255),
-                stroke_width=1,
-                stroke_fill=(0, 0, 0),
-            )
-            return np.asarray(picture), True
-    return rgb, False
+    for text, at_top in ((where, True), (BURNED_IN_NOTICE, False)):
+        for size in range(int(np.clip(rows * FONT_SHARE, *FONT_SIZES)), FONT_SIZES[0] - 1, -1):
+            font = _font(size)
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font, stroke_width=1)
+            margin = max(2, size // 3)
+            if right - left + 2 * margin <= cols or size == FONT_SIZES[0]:
+                y = margin - top if at_top else rows - margin - bottom
+                draw.text((margin - left, y), text, font=font, fill=WHITE, stroke_width=1, stroke_fill=BLACK)
+                break
+    return np.asarray(picture)
 
 
 def _capture(
@@ -211,11 +244,13 @@ def _capture(
     k: int,
     number: int,
     method: str,
-    burned_in: bool,
+    factor: int,
+    where: str,
 ) -> hd.sc.SCImage:
-    """The Secondary Capture of slice ``k``, instance ``number`` of the series."""
+    """The Secondary Capture of slice ``k``, instance ``number`` of the series, its source pixels
+    enlarged ``factor`` times; ``where`` (the burned-in slice label) goes into ImageComments."""
     reference = source.dataset_of_slice(k)
-    between_columns, between_rows = source.study.spacing[:2]
+    between_columns, between_rows = (float(s) / factor for s in source.study.spacing[:2])
     with common.derivation_errors(source, "a Secondary Capture"):
         capture = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=reference,
@@ -236,7 +271,8 @@ def _capture(
             series_description=series.description,
         )
     capture.PatientOrientation = source.patient_orientation() or None
-    capture.BurnedInAnnotation = "YES" if burned_in else "NO"
+    capture.BurnedInAnnotation = "YES"
+    capture.ImageComments = where
     capture.SourceImageSequence = [source.source_reference(k)]
     capture.DerivationDescription = f"medmdm {method} saliency over slice {k + 1} of {source.slice_count}"
     common.copy_laterality(capture, reference)

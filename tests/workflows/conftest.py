@@ -1,9 +1,10 @@
 """A stand-in for 3D Slicer's Python API that records what ``workflows/slicer/review.py`` asks of it.
 
-Only the calls the review script makes exist, with Slicer's names and signatures, so a misspelt or
-unexpected call fails the test. Volumes are read from real NIfTI files with nibabel: the array comes
-back in Slicer's ``(k, j, i)`` order and the IJK-to-RAS matrix is the file's affine, as Slicer gives
-them for a NIfTI file whose sform and qform agree.
+Only the calls the review script makes exist, with Slicer's names and signatures (checked against
+Slicer 5.6's source in ``test_slicer_api.py``), so a misspelt or unexpected call fails the test.
+Volumes are read from real NIfTI files with nibabel: the array comes back in Slicer's ``(k, j, i)``
+order and the IJK-to-RAS matrix is the file's affine, as Slicer gives them for a NIfTI file whose
+sform and qform agree.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class FakeSlicer:
 
         util = types.SimpleNamespace(
             loadVolume=self.load_volume,
-            arrayFromVolume=lambda node: node.array_kji,
+            arrayFromVolume=self.array_from_volume,
             arrayFromVTKMatrix=self.array_from_vtk_matrix,
             setSliceViewerLayers=self.set_slice_viewer_layers,
             getFirstNodeByClassByName=self.first_node_by_class_by_name,
@@ -126,10 +127,14 @@ class FakeSlicer:
         return node
 
     @staticmethod
-    def array_from_vtk_matrix(matrix: Matrix4x4) -> np.ndarray:
-        if not isinstance(matrix, Matrix4x4):
+    def array_from_volume(volumeNode: VolumeNode) -> np.ndarray:
+        return volumeNode.array_kji
+
+    @staticmethod
+    def array_from_vtk_matrix(vmatrix: Matrix4x4) -> np.ndarray:
+        if not isinstance(vmatrix, Matrix4x4):
             raise RuntimeError("Input must be vtk.vtkMatrix3x3 or vtk.vtkMatrix4x4")
-        return matrix.elements.copy()
+        return vmatrix.elements.copy()
 
     def set_slice_viewer_layers(
         self,
@@ -153,8 +158,8 @@ class FakeSlicer:
             }
         )
 
-    def first_node_by_class_by_name(self, class_name: str, name: str, scene=None) -> ColourNode | None:
-        if class_name != "vtkMRMLColorTableNode" or name not in self.colour_tables:
+    def first_node_by_class_by_name(self, className: str, name: str, scene=None) -> ColourNode | None:
+        if className != "vtkMRMLColorTableNode" or name not in self.colour_tables:
             return None
         return ColourNode(self.colour_tables[name])
 

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import highdicom as hd
-import matplotlib
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -23,9 +22,9 @@ from medmdm import __version__
 from medmdm.errors import InputError
 from medmdm.io import load_study
 from medmdm.testing.internal.dicom_validation import dciodvfy_available, validate_dicom
-from medmdm.writers.dicom_common import orientation_letters
+from medmdm.writers.dicom_common import frames_in_ascending_order, orientation_letters
 from medmdm.writers.parametric_map import write_parametric_map
-from medmdm.writers.secondary_capture import mass_slices, write_secondary_capture
+from medmdm.writers.secondary_capture import write_secondary_capture
 from medmdm.writers.segmentation import top_region, write_segmentation
 
 needs_dciodvfy = pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
@@ -126,6 +125,52 @@ def test_parametric_map_values_positions_and_labels(tmp_path: Path, source) -> N
         np.testing.assert_array_equal(pixels[index], slice_of(data, k))
         frame = source.frame_numbers[k] if source.frame_numbers else None
         assert frame_source(ds, index) == (source.sop_uids[k], frame)
+    # frames in ascending order along the row x column normal, as dcmqi stacks them
+    orientation = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    normal = np.cross(*np.asarray(orientation, float).reshape(2, 3))
+    along = [
+        normal @ np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float)
+        for item in ds.PerFrameFunctionalGroupsSequence
+    ]
+    assert (np.diff(along) > 0).all()
+
+
+def frames_at(positions: list[float], pixels: np.ndarray, bits: int) -> pydicom.Dataset:
+    """A multi-frame image of axial frames (``pixels``: (frames, rows, cols)) at heights ``positions``."""
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns = pixels.shape[1:]
+    ds.BitsAllocated = bits
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    orientation = pydicom.Dataset()
+    orientation.PlaneOrientationSequence = [pydicom.Dataset()]
+    orientation.PlaneOrientationSequence[0].ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SharedFunctionalGroupsSequence = [orientation]
+    ds.PerFrameFunctionalGroupsSequence = []
+    for z in positions:
+        item = pydicom.Dataset()
+        item.PlanePositionSequence = [pydicom.Dataset()]
+        item.PlanePositionSequence[0].ImagePositionPatient = [0, 0, z]
+        ds.PerFrameFunctionalGroupsSequence.append(item)
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def test_frames_in_ascending_order_moves_pixels_and_functional_groups() -> None:
+    heights = [2.0, -1.0, 5.0, 0.5]
+    pixels = np.stack([np.full((2, 3), k, dtype=np.uint16) for k in range(len(heights))])
+    ds = frames_at(heights, pixels, 16)
+    frames_in_ascending_order(ds)
+    order = np.argsort(heights)
+    placed = [
+        float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        for item in ds.PerFrameFunctionalGroupsSequence
+    ]
+    assert placed == sorted(heights)
+    np.testing.assert_array_equal(np.frombuffer(ds.PixelData, np.uint16).reshape(pixels.shape), pixels[order])
+    one_bit = frames_at(heights, pixels, 1)
+    with pytest.raises(ValueError, match="1 bits allocated"):
+        frames_in_ascending_order(one_bit)
 
 
 def test_parametric_map_hot_voxel_lands_on_its_slice_row_and_column(tmp_path: Path, series) -> None:
@@ -230,132 +275,7 @@ def test_segmentation_of_a_flat_map_is_refused(tmp_path: Path, ct_small) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-# Secondary Capture
-
-
-def test_mass_slices_known_answers() -> None:
-    data = np.zeros((2, 2, 5))
-    data[..., 1], data[..., 3], data[..., 4] = 0.6 / 4, 0.3 / 4, 0.1 / 4
-    assert mass_slices(data, 0.95) == [1, 3, 4]
-    assert mass_slices(data, 0.9) == [1, 3]
-    assert mass_slices(data, 0.5) == [1]
-    assert mass_slices(data, 1.0) == [1, 3, 4]
-    data[0, 0, 0] = -5.0  # negative values add no mass
-    assert mass_slices(data, 0.9) == [1, 3]
-    assert mass_slices(np.full((2, 2, 3), -1.0) + np.eye(3)[2], 0.95) == [2]  # no mass: the maximum
-
-
-def coloured_pixels(ds: pydicom.Dataset) -> np.ndarray:
-    """Where an RGB image is not grey, ``(rows, cols)``."""
-    return np.ptp(ds.pixel_array.astype(int), axis=-1) > 0
-
-
-def test_secondary_capture_of_2d_image(tmp_path: Path, ct_small) -> None:
-    study = ct_small.study  # 128 x 128 CT without WindowCenter: shown from its 1st to 99th percentile
-    i, j = 30, 70
-    data = np.zeros(study.size)
-    data[i : i + 10, j : j + 5] = 1.0
-    paths = write_secondary_capture(data, study, tmp_path / "sc", method="hdm")
-    assert [p.name for p in paths] == ["sc_0001.dcm"]
-    assert sorted(p.name for p in (tmp_path / "sc").iterdir()) == ["sc_0001.dcm"]
-    ds = pydicom.dcmread(paths[0])
-    check_same_study(ds, ct_small)
-    assert ds.SeriesDescription == "medmdm hdm saliency overlay - research only, not for diagnosis"
-    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-    assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
-    assert ds.PhotometricInterpretation == "RGB" and ds.pixel_array.shape == (128, 128, 3)
-    assert ds.BurnedInAnnotation == "YES"
-    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == ct_small.sop_uids[0]
-    assert list(ds.PatientOrientation) == ["L", "P"]  # an axial image
-    assert [float(v) for v in ds.PixelSpacing] == [study.spacing[1], study.spacing[0]]
-    map_area = np.zeros((128, 128), bool)
-    map_area[j : j + 5, i : i + 10] = True  # rows j.., columns i..
-    coloured = coloured_pixels(ds)
-    assert coloured[map_area].all()
-    notice_rows = slice(100, 128)  # the notice is burned into the bottom left corner
-    outside = ~map_area
-    outside[notice_rows] = False
-    assert not coloured[outside].any()
-    values = study.image[0].numpy().astype(float).T
-    low, high = np.percentile(values, (1, 99))
-    grey = np.clip((values - low) / (high - low), 0, 1) * 255
-    np.testing.assert_allclose(ds.pixel_array[..., 0][outside], grey[outside], atol=0.51)
-    burned = np.abs(ds.pixel_array[..., 0].astype(float) - grey)[notice_rows] > 60
-    assert burned.sum() > 200  # letters and their outline
-
-
-def test_secondary_capture_uses_the_source_window(tmp_path: Path) -> None:
-    path = get_testdata_file("MR_small.dcm")  # 64 x 64, WindowCenter 600, WindowWidth 1600
-    study = load_study(path)
-    (out,) = write_secondary_capture(np.zeros(study.size), study, tmp_path, method="hdm")
-    ds = pydicom.dcmread(out)
-    assert ds.BurnedInAnnotation == "NO"  # 64 columns: the notice does not fit
-    assert not coloured_pixels(ds).any()  # a flat map shows nothing
-    grey = np.clip((study.image[0].numpy().astype(float).T - (600 - 800)) / 1600, 0, 1) * 255
-    np.testing.assert_allclose(ds.pixel_array[..., 0], grey, atol=0.51)
-
-
-def test_secondary_capture_keeps_the_slices_holding_the_mass(tmp_path: Path, series) -> None:
-    data = np.zeros(series.study.size)
-    data[2, 3, 1], data[5, 6, 3], data[7, 8, 4] = 0.6, 0.35, 0.05
-    paths = write_secondary_capture(data, series.study, tmp_path, method="hdm", mass_fraction=0.95)
-    assert [p.name for p in paths] == ["sc_0001.dcm", "sc_0002.dcm"]
-    captures = [pydicom.dcmread(p) for p in paths]
-    assert [c.SourceImageSequence[0].ReferencedSOPInstanceUID for c in captures] == [
-        series.sop_uids[1],
-        series.sop_uids[3],
-    ]
-    assert [int(c.InstanceNumber) for c in captures] == [1, 2]
-    assert len({c.SeriesInstanceUID for c in captures}) == 1
-    assert captures[0].BurnedInAnnotation == "NO"  # 20 columns: the notice does not fit
-    hot = np.argwhere(np.ptp(captures[0].pixel_array.astype(int), axis=-1) > 0)
-    np.testing.assert_array_equal(hot, [[3, 2]])  # row j = 3, column i = 2
-    one = write_secondary_capture(data, series.study, tmp_path / "half", method="hdm", mass_fraction=0.5)
-    assert pydicom.dcmread(one[0]).SourceImageSequence[0].ReferencedSOPInstanceUID == series.sop_uids[1]
-    assert len(one) == 1
-
-
-def test_secondary_capture_references_frames_of_a_multiframe_source(tmp_path: Path, multiframe) -> None:
-    data = np.zeros(multiframe.study.size)
-    data[4, 4, 0] = 1.0
-    (path,) = write_secondary_capture(data, multiframe.study, tmp_path, method="hdm")
-    reference = pydicom.dcmread(path).SourceImageSequence[0]
-    assert reference.ReferencedSOPInstanceUID == multiframe.sop_uids[0]
-    assert int(reference.ReferencedFrameNumber) == multiframe.frame_numbers[0] == slice_count(multiframe)
-
-
-def test_secondary_capture_of_a_radiograph(tmp_path: Path, radiograph) -> None:
-    data = hot_voxel(radiograph.study.size, (5, 7))
-    (path,) = write_secondary_capture(data, radiograph.study, tmp_path, method="gradcam", alpha=1.0)
-    ds = pydicom.dcmread(path)
-    assert list(ds.PatientOrientation) == ["R", "F"]
-    assert "PixelSpacing" not in ds  # imager spacing is not patient spacing
-    assert "FrameOfReferenceUID" not in ds
-    assert np.argwhere(coloured_pixels(ds)).tolist() == [[7, 5]]
-    inferno_top = np.asarray(matplotlib.colormaps["inferno"](1.0)[:3]) * 255
-    np.testing.assert_allclose(ds.pixel_array[7, 5], inferno_top, atol=0.51)
-    values = radiograph.study.image[0].numpy().astype(float).T  # MONOCHROME1: read inverted already
-    low, high = np.percentile(values, (1, 99))
-    grey = np.clip((values - low) / (high - low), 0, 1) * 255  # high stored values dark
-    grey[7, 5] = ds.pixel_array[7, 5, 0]
-    np.testing.assert_allclose(ds.pixel_array[..., 0], grey, atol=0.51)
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"mass_fraction": 0.0}, "mass_fraction"),
-        ({"mass_fraction": 1.2}, "mass_fraction"),
-        ({"alpha": -0.1}, "alpha"),
-        ({"colormap": "no-such-map"}, "colormap"),
-    ],
-)
-def test_secondary_capture_option_errors(tmp_path: Path, ct_small, options: dict, message: str) -> None:
-    with pytest.raises(InputError, match=message):
-        write_secondary_capture(
-            np.zeros(ct_small.study.size), ct_small.study, tmp_path / "sc", method="hdm", **options
-        )
-    assert not (tmp_path / "sc").exists()
+# Secondary Capture: tests/writers/test_secondary_capture.py
 
 
 # Shared pieces

@@ -1,4 +1,5 @@
-"""PNG previews: a readable PNG for 2D grey, 2D RGB and 3D; input errors; the montage choice."""
+"""PNG previews: a readable PNG for 2D grey, 2D RGB and 3D; input errors; the montage choice; planes
+named and slices numbered as the Secondary Captures name and number them; room for the summary."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from monai.data import MetaTensor
 from medmdm.errors import InputError
 from medmdm.io import load_study
 from medmdm.writers import write_preview
-from medmdm.writers.preview import _montage_slices
+from medmdm.writers.preview import DPI, SUMMARY_INCHES, _draw_2d, _draw_3d, _inputs, _montage_slices
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,3 +74,47 @@ def test_montage_follows_mass() -> None:
     assert len(slices) == 12
     assert min(slices) >= 40 and max(slices) < 60
     assert _montage_slices(np.zeros((4, 4, 5))) == [0, 1, 2, 3, 4]
+
+
+def titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+def test_3d_planes_are_named_and_slices_numbered_as_the_captures(tmp_path: Path, series) -> None:
+    from matplotlib.figure import Figure
+
+    from medmdm.writers.secondary_capture import write_secondary_capture
+
+    data = np.zeros(series.study.size)  # an oblique axial series, 5 slices
+    data[4, 5, 1], data[6, 7, 3] = 1.0, 0.5
+    img, sal, affine = _inputs(series.study.image, torch.from_numpy(data))
+    fig = Figure()
+    _draw_3d(fig, img, sal, affine)
+    shown = titles(fig)
+    assert [t.split("\n")[0] for t in shown[:3]] == [
+        f"{p} through the peak" for p in ("axial", "coronal", "sagittal")
+    ]
+    assert shown[0].split("\n")[1].startswith("slice 2/5, S ")  # the peak's slice, numbered from 1
+    montage = {int(t.split()[2].split("/")[0]): t.replace("\n", ", ") for t in shown[3:]}
+    assert sorted(montage) == [2, 3, 4]
+    captures = write_secondary_capture(data, series.study, tmp_path, method="hdm")
+    comments = [pydicom.dcmread(p).ImageComments for p in captures]
+    assert comments == [montage[2], montage[4]]
+
+
+def test_2d_panels_are_named_by_the_view() -> None:
+    from matplotlib.figure import Figure
+
+    img, sal, _ = _inputs(torch.rand(1, 20, 10), blob((20, 10)))
+    fig = Figure()
+    _draw_2d(fig, img, sal, np.ones(2), "PA")
+    assert titles(fig) == ["PA", "saliency", "PA with the map"]
+
+
+def test_summary_lines_get_room_under_the_title(tmp_path: Path) -> None:
+    image, sal = torch.rand(1, 40, 30), blob((40, 30))
+    plain = imread(write_preview(image, sal, tmp_path / "a.png", title="t"))
+    lines = ["Target: nodule (class 1)", "Score (logit) of the whole image: 4", "Keeping only what..."]
+    (tmp_path / "a.png").unlink()
+    summary = imread(write_preview(image, sal, tmp_path / "a.png", title="t", summary=lines))
+    assert summary.shape[0] - plain.shape[0] == round(len(lines) * SUMMARY_INCHES * DPI)
