@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medmdm import explainers
+from medmdm import explainers, pacs
 from medmdm.devices import resolve_device
 from medmdm.errors import InputError, MedmdmError, OptionError
 from medmdm.explainers.options import unknown_names
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from medmdm.explainers import ExplainerOptions
     from medmdm.io import Study
 
-OUTPUT_FORMATS = ("nifti", "dicom-pm", "dicom-sc", "dicom-seg", "png", "json")
-DICOM_FORMATS = ("dicom-pm", "dicom-sc", "dicom-seg")
+OUTPUT_FORMATS = ("nifti", "dicom-pm", "dicom-pr", "dicom-sc", "dicom-seg", "png", "html", "json")
+DICOM_FORMATS = ("dicom-pm", "dicom-pr", "dicom-sc", "dicom-seg")
 DEFAULT_METHOD = "hdm"
 
 
@@ -54,6 +54,8 @@ class Settings:
         ``"class:K"``, ``"prototype:K"``, ``"region:K"``.
     redact_paths : bool
         Leave the study's path out of ``report.json`` (archive folder names often hold patient IDs).
+    send_to : str or None
+        A PACS URL (:mod:`medmdm.pacs`) to send the DICOM outputs to; ``report.json`` says what it accepted.
     notes : tuple of str
         What was set aside while the settings were parsed (a command-line flag the method does not take);
         reported with the explanation's warnings.
@@ -72,6 +74,7 @@ class Settings:
     target: Any = None
     redact_paths: bool = False
     notes: tuple[str, ...] = ()
+    send_to: str | None = None
 
     def __post_init__(self) -> None:
         options = dict(self.options)
@@ -82,6 +85,8 @@ class Settings:
         resolve_device(self.device)
         object.__setattr__(self, "target", parse_target(self.target))
         object.__setattr__(self, "notes", tuple(self.notes))
+        if self.send_to is not None:
+            pacs.parse_url(self.send_to)  # a URL that does not parse is refused before anything runs
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, where: str = "settings") -> Settings:
@@ -150,6 +155,7 @@ class Settings:
             "target": plain_target(self.target),
             "redact_paths": self.redact_paths,
             "notes": list(self.notes),
+            "send_to": pacs.parse_url(self.send_to).url if self.send_to else None,
         }
 
 

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medmdm"
 # Lowest first; a package may import its own layer's and lower layers' packages, never a higher one's.
 LAYERS = (
     ("errors",),
-    ("devices", "geometry", "io", "explainers", "metrics", "writers"),
+    ("devices", "geometry", "io", "explainers", "metrics", "writers", "pacs"),
     ("bundle", "settings", "testing"),
     ("pipeline",),
     ("evaluation", "batch"),

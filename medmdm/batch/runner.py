@@ -231,7 +231,9 @@ def _check_settings(batch: BatchSettings) -> None:
     """The batch's bundle and the explainer for it, made once here rather than failing every study (the
     settings were validated when made; the demo bundles load in the workers)."""
     if batch.bundle is not None:
-        bundle = load_bundle(batch.bundle, config_files=batch.bundle_config)
+        bundle = load_bundle(
+            batch.bundle, config_files=batch.bundle_config, allow_random_weights=batch.allow_random_weights
+        )
         make_explainer(batch.settings, bundle, resolve_device("cpu"))
 
 

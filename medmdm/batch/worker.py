@@ -42,12 +42,15 @@ class BatchSettings:
         The bundle folder; None: the demo bundle of each study's dimensionality.
     bundle_config : tuple of str or None
         Bundle config files to read instead of ``configs/inference.json``.
+    allow_random_weights : bool
+        Run a bundle without weights with random ones (smoke tests; each report says so).
     """
 
     out_dir: Path
     settings: Settings = field(default_factory=Settings)
     bundle: Path | None = None
     bundle_config: tuple[str, ...] | None = None
+    allow_random_weights: bool = False
 
     def target_of(self, item: StudyInput) -> Any:
         """What to explain in ``item``: its manifest row's target, else the batch's."""
@@ -89,7 +92,11 @@ class StudyWorker:
         for slot in slots:
             try:
                 if slot is None:
-                    bundle = load_bundle(batch.bundle, config_files=batch.bundle_config)
+                    bundle = load_bundle(
+                        batch.bundle,
+                        config_files=batch.bundle_config,
+                        allow_random_weights=batch.allow_random_weights,
+                    )
                 else:
                     bundle = load_bundle(demo_bundle_path(slot))
                 bundle.network.to(self.device)
@@ -108,7 +115,7 @@ class StudyWorker:
 
     def prepare(self, item: StudyInput) -> PreparedStudy:
         """Read a study and run its bundle's preprocessing."""
-        study = read(item.path, item.series_uid)
+        study = read(item.source, item.series_uid)
         bundle, _ = self.loaded_for(len(study.size))
         return prepare(study, bundle)
 
@@ -134,6 +141,8 @@ class StudyWorker:
                 result = self.explain(item, prepared)
             record.timings["explain_and_write"] = result.timings["total"]
             record.outputs = [f"{item.key}/{output.path}" for output in result.outputs]
+            if result.sent is not None and not result.sent.ok:  # the outputs stay; the study is not done
+                record.status, record.error = "failed", f"{item.path}: {result.sent.line()}"
         except Exception as error:  # a failed study is recorded and the batch goes on
             record.status, record.error = "failed", failure_line(error, item.path)
             if not isinstance(error, MedmdmError):  # not an input, model or option error: keep the trace

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from medmdm.cli.common import FORMATS_HELP, add_bundle_arguments, add_method_arguments
+from medmdm.cli.common import FORMATS_HELP, add_bundle_arguments, add_method_arguments, add_pacs_arguments
 
 
 def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--redact-paths", action="store_true", help="leave the studies' paths out of their report.json"
     )
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failed study")
+    add_pacs_arguments(batch, reading=False)
     batch.add_argument("--quiet", action="store_true", help="no progress and no summary")
     batch.add_argument("--debug", action="store_true", help="print tracebacks")
     return batch
@@ -73,6 +74,7 @@ def run_batch(args: argparse.Namespace) -> int:
         settings=settings_from_args(args),
         bundle=Path(args.bundle) if args.bundle else None,
         bundle_config=tuple(args.bundle_config) if args.bundle_config else None,
+        allow_random_weights=args.allow_random_weights,
     )
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
     devices = args.devices

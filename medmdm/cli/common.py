@@ -7,15 +7,20 @@ Nothing heavy is imported here: ``medmdm --help`` and ``--version`` must not loa
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from medmdm.errors import MedmdmError, OptionError
 
 if TYPE_CHECKING:
+    from medmdm.pacs import SendReport
     from medmdm.settings import Settings
 
 COMMON_FLAGS = ("seed", "steps")
-FORMATS_HELP = "comma-separated: nifti,dicom-pm,dicom-sc,dicom-seg,png,json (default: all that fit the study)"
+FORMATS_HELP = (
+    "comma-separated: nifti,dicom-pm,dicom-pr,dicom-sc,dicom-seg,png,html,json "
+    "(default: all that fit the study but dicom-pr, dicom-seg and html)"
+)
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: auto)"
 
 
@@ -47,6 +52,39 @@ def add_bundle_arguments(parser: argparse.ArgumentParser, default: str = "", req
         action="append",
         help="bundle config file(s) to read instead of configs/inference.json",
     )
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="run a bundle that has no weights with random ones (a smoke test; the report says so)",
+    )
+
+
+def add_pacs_arguments(parser: argparse.ArgumentParser, *, reading: bool) -> None:
+    """``--send-to URL`` and, when ``reading`` a study from a PACS, ``--study UID``; credentials are never
+    arguments (:mod:`medmdm.pacs.location`)."""
+    if reading:
+        parser.add_argument(
+            "--study", dest="study_uid", metavar="UID", help="the StudyInstanceUID to read from a PACS URL"
+        )
+    parser.add_argument(
+        "--send-to",
+        metavar="URL",
+        help="send the DICOM outputs to a PACS: dicomweb://host:port/path (STOW-RS) or dicom://AET@host:port "
+        "(C-STORE); credentials from MEDMDM_PACS_USER/MEDMDM_PACS_PASSWORD or MEDMDM_PACS_TOKEN",
+    )
+
+
+def sent_exit_code(sent: SendReport | None, quiet: bool) -> int:
+    """Say what the PACS accepted (standard output), or why sending failed (one line on standard error):
+    0 when everything sent was accepted, 1 when not (the local outputs stay)."""
+    if sent is None:
+        return 0
+    if not sent.ok:
+        print(f"medmdm: error: {sent.line()}", file=sys.stderr)
+        return 1
+    if not quiet:
+        print(sent.line())
+    return 0
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,4 +127,5 @@ def settings_from_args(args: argparse.Namespace, device: str = "auto") -> Settin
         target=target,
         redact_paths=args.redact_paths,
         notes=notes,
+        send_to=args.send_to,
     )

@@ -98,7 +98,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out, args.overwrite)
     cases = find_cases(args.cases)[: args.limit]
     cases = [replace(case, target=args.target) if case.target is None else case for case in cases]
-    bundle = load_bundle(args.bundle, config_files=args.bundle_config)
+    bundle = load_bundle(
+        args.bundle, config_files=args.bundle_config, allow_random_weights=args.allow_random_weights
+    )
     log = None if args.quiet else _print_to_stderr
 
     out.mkdir(parents=True, exist_ok=True)

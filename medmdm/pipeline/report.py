@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from medmdm import __version__
-from medmdm.pipeline.result import StudyResult
-from medmdm.writers import write_report
+from medmdm.explainers import Explanation
+from medmdm.pipeline.result import ExplainedTarget, StudyResult
+from medmdm.writers import write_html_report, write_report
+from medmdm.writers.display import score_sentences
 from medmdm.writers.report import package_versions
 
 REPORT_NAME = "report.json"
+PAGE_NAME = "report.html"
 RESEARCH_ONLY = "Model explanation for research; not for diagnosis."
 
 
@@ -32,9 +35,16 @@ def study_report(result: StudyResult) -> dict[str, Any]:
             "spacing": [round(s, 6) for s in study.spacing],
             "orientation": study.orientation,
             "channels": int(study.image.shape[0]),
+            "pixel_space": not study.patient_geometry,
+            "channel_files": [] if result.settings.redact_paths else [str(p) for p in study.channel_files],
         },
         "model": {**result.bundle.summary(), "input_shape": list(result.network_shape)},
-        "method": {"name": result.explanation.method, "options": summary["options"]},
+        "method": {
+            "name": result.explanation.method,
+            "options": summary["options"],
+            # What the images were perturbed towards (what baseline="auto" chose); None: no baseline.
+            "baseline": summary["baselines"][0] if summary["baselines"] else None,
+        },
         "target": {
             "kind": target.kind,
             "index": target.index,
@@ -57,9 +67,26 @@ def study_report(result: StudyResult) -> dict[str, Any]:
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "outputs": [{"path": o.path, "kind": o.kind} for o in result.outputs],
         "skipped_outputs": [{"kind": s.kind, "reason": s.reason} for s in result.skipped],
+        **({"sent": result.sent.summary()} if result.sent is not None else {}),
     }
 
 
 def write_study_report(result: StudyResult, folder: Path) -> Path:
     """Write ``report.json`` of ``result`` into ``folder`` (atomically)."""
     return write_report(study_report(result), folder / REPORT_NAME)
+
+
+def write_study_page(result: StudyResult, folder: Path) -> Path:
+    """Write ``report.html`` of ``result`` into ``folder`` (atomically): the report, the study and its map."""
+    return write_html_report(study_report(result), result.study, result.saliency, folder / PAGE_NAME)
+
+
+def review_summary(target: ExplainedTarget, explanation: Explanation) -> list[str]:
+    """The target and the scores of the first image of ``explanation`` in words, for the preview."""
+    summary = explanation.summary()
+    scores = [summary[f"score_{k}"][0] for k in ("original", "masked", "remaining", "baseline")]
+    named = f" ({target.kind} {target.index})" if target.name and target.index is not None else ""
+    lines = [f"Target: {target.label}{named}"]
+    if all(isinstance(s, int | float) for s in scores):
+        lines += score_sentences(*scores, score=str(target.details.get("score", "logit")))
+    return lines

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from medmdm.bundle import Bundle
     from medmdm.explainers import Explanation
     from medmdm.io import Study
+    from medmdm.pacs import SendReport
     from medmdm.settings import Settings
 
 
@@ -26,8 +27,8 @@ class Output:
     path : str
         Relative to the study's output folder, with ``/`` separators.
     kind : str
-        ``"nifti-overlay"``, ``"nifti-image"``, ``"dicom-pm"``, ``"dicom-sc"``, ``"dicom-seg"``, ``"png"`` or
-        ``"json"``.
+        ``"nifti-overlay"``, ``"nifti-image"``, ``"dicom-pm"``, ``"dicom-pr"``, ``"dicom-sc"``,
+        ``"dicom-seg"``, ``"png"``, ``"html"`` or ``"json"``.
     """
 
     path: str
@@ -41,7 +42,7 @@ class SkippedOutput:
     Attributes
     ----------
     kind : str
-        ``"dicom-pm"``, ``"dicom-sc"`` or ``"dicom-seg"``.
+        ``"dicom-pm"``, ``"dicom-pr"``, ``"dicom-sc"`` or ``"dicom-seg"``.
     reason : str
         Why, in one line.
     """
@@ -115,6 +116,8 @@ class StudyResult:
         and ``total``.
     created : datetime
         When the explanation finished (UTC).
+    sent : SendReport or None
+        What the PACS of ``Settings.send_to`` accepted of the DICOM outputs; None when nothing was sent.
     """
 
     out_dir: Path
@@ -131,3 +134,4 @@ class StudyResult:
     skipped: list[SkippedOutput] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    sent: SendReport | None = None

@@ -19,14 +19,18 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
+from medmdm import explainers, pacs
 from medmdm.bundle import Bundle
+from medmdm.bundle.inference import AMPLE_BATCH, max_batch_for
 from medmdm.errors import InputError, ModelError, own_warning
-from medmdm.explainers import Explainer, Explanation
+from medmdm.explainers import Explainer, Explanation, RegionTarget, as_target
 from medmdm.geometry import map_to_source
 from medmdm.io import Study, load_study
 from medmdm.pipeline.result import ExplainedTarget, Output, SkippedOutput
+from medmdm.settings import DICOM_FORMATS
 from medmdm.writers import (
     dicom_output_problem,
+    write_colour_presentation,
     write_nifti_image,
     write_nifti_overlay,
     write_parametric_map,
@@ -34,6 +38,7 @@ from medmdm.writers import (
     write_secondary_capture,
     write_segmentation,
 )
+from medmdm.writers.display import caption, grey_window
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,16 @@ class PreparedStudy:
     notes: tuple[str, ...] = ()
 
 
-def read(path: str | Path, series_uid: str | None = None) -> Study:
-    """Read a DICOM file, DICOM series folder or NIfTI file (see :func:`medmdm.io.load_study`); what the
-    reader warned about (resampled slices, a default spacing) is kept in ``Study.notes`` and warned again."""
+def read(
+    path: str | Path | Sequence[str | Path], series_uid: str | None = None, *, study_uid: str | None = None
+) -> Study:
+    """Read a DICOM file, DICOM series folder, NIfTI file or PNG/JPEG/TIFF image, or several co-registered
+    files as the channels of one study (see :func:`medmdm.io.load_study`); what the reader warned about
+    (resampled slices, a default spacing, no patient geometry) is kept in ``Study.notes`` and warned again.
+    A PACS URL (:mod:`medmdm.pacs`) is read from a temporary copy of its study ``study_uid``; the study's
+    ``path`` is then the URL of what was read, without user information."""
+    if pacs.is_pacs_url(path):
+        return _read_from_pacs(path, study_uid or "", series_uid)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         study = load_study(path, series_uid=series_uid)
@@ -69,6 +81,16 @@ def read(path: str | Path, series_uid: str | None = None) -> Study:
         warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
     notes = (" ".join(str(r.message).split()) for r in caught if own_warning(r))
     return replace(study, notes=tuple(dict.fromkeys(notes)))
+
+
+def _read_from_pacs(url: str, study_uid: str, series_uid: str | None) -> Study:
+    """:func:`read` of a study retrieved from a PACS into a temporary folder, named by its URL."""
+    named = pacs.study_url(url, study_uid, series_uid)
+    with pacs.retrieved(url, study_uid, series_uid) as folder:
+        try:
+            return replace(read(folder, series_uid), path=named)
+        except InputError as error:  # the URL, not the temporary folder, names the study
+            raise InputError(str(error).replace(str(folder), named)) from None
 
 
 def prepare(study: Study, bundle: Bundle) -> PreparedStudy:
@@ -120,6 +142,57 @@ CHANNEL_CONVERSIONS = {
     (3, 1): ("an RGB image turned grey by luminance", _to_grey),
     (1, 3): ("a grey image repeated into 3 channels", _to_rgb),
 }
+
+
+def focus(
+    prepared: PreparedStudy, target: Any, region_mask: Study | None = None
+) -> tuple[PreparedStudy, Any]:
+    """A region target ``region:K`` made concrete by the bundle (:meth:`medmdm.bundle.Bundle.focus`): the
+    region its postprocessing predicts, or ``region_mask`` (a mask on the study's grid, resampled onto the
+    network grid), and the network input cropped to the inferer's windows that cover it. Other targets pass
+    as given.
+
+    Raises
+    ------
+    InputError
+        An empty region (the message lists the labels predicted), or a region mask without a region target.
+    """
+    wanted = as_target(target)
+    if not isinstance(wanted, RegionTarget) or wanted.region is not None or not isinstance(wanted.label, int):
+        if region_mask is not None:
+            raise InputError(f"{region_mask.path}: a region mask needs a region target (region:K)")
+        return prepared, target
+    mask = None
+    if region_mask is not None:
+        mask = map_to_source(region_mask.image[:1], region_mask.image, prepared.network_input[0]) > 0.5
+    focused = prepared.bundle.focus(prepared.network_input, wanted.label, mask)
+    notes = (*prepared.notes, focused.note)
+    return replace(prepared, network_input=focused.network_input, notes=notes), replace(
+        focused.target, score=wanted.score
+    )
+
+
+def bounded(explainer: Explainer, prepared: PreparedStudy) -> Explainer:
+    """The explainer with ``max_batch`` no larger than what fits half the free memory of its device for this
+    network input, estimated before the run (:func:`medmdm.bundle.inference.max_batch_for`). Where more than
+    :data:`~medmdm.bundle.inference.AMPLE_BATCH` samples fit, the explainer is left as it is, so that the
+    maps do not depend on how much memory happens to be free.
+
+    Raises
+    ------
+    ModelError
+        When one sample does not fit.
+    """
+    bundle = prepared.bundle
+    device = explainer.device or torch.device("cpu")
+    fits = max_batch_for(bundle.model, prepared.network_input, device, bundle.name)
+    given = explainer.options.max_batch
+    if (given is not None and given <= fits) or (given is None and fits > AMPLE_BATCH):
+        return explainer
+    options = explainer.options.replace(max_batch=fits)
+    return explainers.create(
+        explainer.name, explainer.model, options, device=explainer.device, progress=explainer.progress
+    )
 
 
 def explain(explainer: Explainer, prepared: Sequence[PreparedStudy], target: Any = None) -> Explanation:
@@ -185,6 +258,7 @@ def write(
     method: str,
     target: ExplainedTarget,
     model_name: str,
+    summary: Sequence[str] = (),
 ) -> tuple[list[Output], list[str]]:
     """Write the map of ``study`` in each of ``formats`` (but ``json``, the report) into ``folder``.
 
@@ -202,6 +276,8 @@ def write(
         Named in the DICOM series descriptions and the preview's title.
     target : ExplainedTarget
         Named in the Parametric Map and the preview.
+    summary : sequence of str
+        Lines under the preview's title (:func:`medmdm.pipeline.report.review_summary`).
 
     Returns
     -------
@@ -220,10 +296,22 @@ def write(
         add(write_nifti_overlay(saliency, study.image, folder / "saliency.nii.gz"), "nifti-overlay")
         if study.kind != "nifti":
             add(write_nifti_image(study.image, folder / "source.nii.gz"), "nifti-image")
+
+    def parametric_map() -> Path:
+        """The Parametric Map written above, which the colour presentation state references."""
+        if not any(o.kind == "dicom-pm" for o in outputs):
+            raise InputError("the colour presentation state shows the Parametric Map; ask for dicom-pm too")
+        return folder / "saliency_pm.dcm"
+
     dicom_writers = {
         "dicom-pm": lambda: [
             write_parametric_map(
                 saliency, study, folder / "saliency_pm.dcm", method=method, target_label=target.label
+            )
+        ],
+        "dicom-pr": lambda: [
+            write_colour_presentation(
+                parametric_map(), study, folder / "saliency_pm_colour.dcm", method=method
             )
         ],
         "dicom-sc": lambda: write_secondary_capture(
@@ -247,5 +335,21 @@ def write(
             skipped.append(SkippedOutput(kind, problem))
     if "png" in formats:
         title = f"{model_name}: {method}, {target.label}"
-        add(write_preview(study.image, saliency, folder / "preview.png", title=title), "png")
+        window = grey_window(study.headers, study.image.detach().as_tensor().cpu().numpy())
+        preview = write_preview(
+            study.image,
+            saliency,
+            folder / "preview.png",
+            title=title,
+            view=caption(study),
+            summary=summary,
+            window=window,
+        )
+        add(preview, "png")
     return outputs, skipped
+
+
+def send_outputs(url: str, folder: Path, outputs: Sequence[Output]) -> pacs.SendReport:
+    """Send the DICOM ``outputs`` (Parametric Map, Secondary Captures, SEG) in ``folder`` to the PACS at
+    ``url`` (STOW-RS or C-STORE, :func:`medmdm.pacs.send`); what it accepted, per object."""
+    return pacs.send(url, folder, [o.path for o in outputs if o.kind in DICOM_FORMATS])

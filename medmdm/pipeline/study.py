@@ -24,9 +24,26 @@ from medmdm.errors import OptionError
 from medmdm.explainers import Explainer, ProgressEvent
 from medmdm.io import Study
 from medmdm.pipeline.output_folder import check_out_dir, staging_folder
-from medmdm.pipeline.report import REPORT_NAME, write_study_report
+from medmdm.pipeline.report import (
+    PAGE_NAME,
+    REPORT_NAME,
+    review_summary,
+    write_study_page,
+    write_study_report,
+)
 from medmdm.pipeline.result import Output, StudyResult
-from medmdm.pipeline.stages import PreparedStudy, explain, explained_target, map_back, prepare, read, write
+from medmdm.pipeline.stages import (
+    PreparedStudy,
+    bounded,
+    explain,
+    explained_target,
+    focus,
+    map_back,
+    prepare,
+    read,
+    send_outputs,
+    write,
+)
 from medmdm.settings import Settings
 
 
@@ -36,20 +53,23 @@ def make_explainer(
     device: torch.device,
     progress: Callable[[ProgressEvent], None] | None = None,
 ) -> Explainer:
-    """The settings' method for the bundle's network, with the bundle's recommended options under the
-    user's."""
+    """The settings' method for the bundle's network run through its inferer, with the bundle's recommended
+    options under the user's."""
     options = settings.explainer_options(bundle.explain_options)
-    return explainers.create(settings.method, bundle.network, options, device=device, progress=progress)
+    return explainers.create(settings.method, bundle.model, options, device=device, progress=progress)
 
 
 def explain_study(
-    study: str | Path | Study,
+    study: str | Path | Sequence[str | Path] | Study,
     bundle: Bundle | str | Path | None,
     out_dir: str | Path,
     *,
     settings: Settings | None = None,
     series_uid: str | None = None,
+    study_uid: str | None = None,
     bundle_config: Sequence[str | Path] | None = None,
+    allow_random_weights: bool = False,
+    region_mask: str | Path | None = None,
     overwrite: bool = False,
     progress: Callable[[ProgressEvent], None] | None = None,
     **setting_values: Any,
@@ -58,8 +78,9 @@ def explain_study(
 
     Parameters
     ----------
-    study : path or Study
-        A DICOM file, a DICOM series folder, a NIfTI file, or a study already read.
+    study : path, sequence of paths, or Study
+        A DICOM file, a DICOM series folder, a NIfTI file, a PNG/JPEG/TIFF image, several co-registered
+        files (the study's channels, in order), or a study already read.
     bundle : Bundle, path or None
         A loaded bundle, a bundle folder, or None for the demo bundle that fits the study (2D or 3D).
     out_dir : path
@@ -68,8 +89,17 @@ def explain_study(
         Method, options, formats, device, target; default ``Settings(**setting_values)``.
     series_uid : str, optional
         The series to read from a folder holding several.
+    study_uid : str, optional
+        The study to read when ``study`` is a PACS URL (``dicomweb://...``, ``dicom://...``; see
+        :mod:`medmdm.pacs`).
     bundle_config : sequence of path, optional
         Config files of a bundle folder to read instead of ``configs/inference.json``.
+    allow_random_weights : bool
+        Load a bundle folder without weights with the network's random weights (smoke tests; the report
+        says so).
+    region_mask : path, optional
+        A mask on the study's grid (nonzero inside): the region a ``region:K`` target explains, instead of
+        the one the bundle predicts.
     overwrite : bool
         Replace an existing, non-empty ``out_dir``.
     progress : callable, optional
@@ -91,9 +121,12 @@ def explain_study(
     timings: dict[str, float] = {}
     if bundle is not None and not isinstance(bundle, Bundle):
         with _timed(timings, "load_bundle"):
-            bundle = load_bundle(bundle, config_files=bundle_config)
+            bundle = load_bundle(
+                bundle, config_files=bundle_config, allow_random_weights=allow_random_weights
+            )
     with _timed(timings, "read"):
-        study = study if isinstance(study, Study) else read(study, series_uid)
+        study = study if isinstance(study, Study) else read(study, series_uid, study_uid=study_uid)
+        mask = read(region_mask) if region_mask is not None else None
     settings.formats_for(study)
     if bundle is None:
         with _timed(timings, "load_bundle"):
@@ -103,7 +136,14 @@ def explain_study(
     with _timed(timings, "preprocess"):
         prepared = prepare(study, bundle)
     return explain_prepared(
-        prepared, explainer, settings, out_dir, overwrite=overwrite, timings=timings, started=started
+        prepared,
+        explainer,
+        settings,
+        out_dir,
+        overwrite=overwrite,
+        timings=timings,
+        started=started,
+        region_mask=mask,
     )
 
 
@@ -116,6 +156,7 @@ def explain_prepared(
     overwrite: bool = False,
     timings: dict[str, float] | None = None,
     started: float | None = None,
+    region_mask: Study | None = None,
 ) -> StudyResult:
     """Explain a prepared study, map the map back and write every output and ``report.json`` into
     ``out_dir``.
@@ -136,13 +177,17 @@ def explain_prepared(
         Seconds of the stages already run (``read``, ``preprocess``...), reported with the others.
     started : float, optional
         ``time.perf_counter()`` when the study started; default now.
+    region_mask : Study, optional
+        The region a ``region:K`` target explains, on the study's grid (see
+        :func:`~medmdm.pipeline.stages.focus`).
     """
     started = time.perf_counter() if started is None else started
     timings = dict(timings or {})
     study, bundle = prepared.study, prepared.bundle
     formats = settings.formats_for(study)
     with _timed(timings, "explain"):
-        explanation = explain(explainer, [prepared], settings.target)
+        prepared, target = focus(prepared, settings.target, region_mask)
+        explanation = explain(bounded(explainer, prepared), [prepared], target)
     with _timed(timings, "map_back"):
         saliency = map_back(explanation, [prepared])[0]
     target = explained_target(explanation, bundle.class_names)
@@ -150,9 +195,21 @@ def explain_prepared(
     with staging_folder(out_dir, overwrite) as staging:
         method, model_name = explanation.method, bundle.name
         outputs, skipped = write(
-            staging, formats, study, saliency, method=method, target=target, model_name=model_name
+            staging,
+            formats,
+            study,
+            saliency,
+            method=method,
+            target=target,
+            model_name=model_name,
+            summary=review_summary(target, explanation),
         )
+        if "html" in formats:
+            outputs.append(Output(PAGE_NAME, "html"))
         timings["write"] = time.perf_counter() - clock
+        sent = send_outputs(settings.send_to, staging, outputs) if settings.send_to else None
+        if sent is not None:
+            timings["send"] = sent.seconds
         timings["total"] = time.perf_counter() - started
         result = StudyResult(
             out_dir=staging,
@@ -170,13 +227,17 @@ def explain_prepared(
             warnings=[
                 *settings.notes,
                 *study.notes,
+                *bundle.notes,
                 *prepared.notes,
                 *explanation.warnings,
                 *(str(s) for s in skipped),
             ],
             timings=timings,
+            sent=sent,
         )
         write_study_report(result, staging)
+        if "html" in formats:
+            write_study_page(result, staging)
     return replace(result, out_dir=out_dir)
 
 

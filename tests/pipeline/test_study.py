@@ -54,6 +54,10 @@ def test_outputs_and_report(case):
     assert report["model"]["weights_sha256"] == bundle.weights_sha256 != ""
     assert report["model"]["input_shape"] == [1, 24, 24, 24]
     assert report["method"]["name"] == "hdm" and report["method"]["options"]["seed"] == 0
+    assert report["method"]["options"]["baseline"] == "auto"
+    assert report["method"]["baseline"] in {"mean", "minimum"} or report["method"]["baseline"].startswith(
+        "blur"
+    )
     assert report["target"]["index"] == 1 and report["target"]["name"] == "lesion"
     assert report["target"]["score_masked"] > 0.5 * report["target"]["score_original"]
     assert report["explanation"]["samples"] > 0
