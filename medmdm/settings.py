@@ -134,7 +134,7 @@ class Settings:
             highdicom cannot reference...), before anything runs.
         """
         if self.formats is None:
-            dicom = ("dicom-pm", "dicom-sc") if study.kind != "nifti" else ()
+            dicom = ("dicom-pm", "dicom-pr", "dicom-sc") if study.kind != "nifti" else ()
             return tuple(f for f in OUTPUT_FORMATS if f in ("nifti", "png", "json", *dicom))
         asked = [f for f in self.formats if f in DICOM_FORMATS]
         if asked and study.kind == "nifti":

@@ -186,8 +186,11 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "studies"
 @pytest.mark.parametrize(
     ("study", "kinds"),
     [
-        ("cr_lesion.dcm", {"nifti-overlay", "nifti-image", "dicom-pm", "dicom-sc", "png", "json"}),
-        ("ct_nodule", {"nifti-overlay", "nifti-image", "dicom-pm", "dicom-sc", "png", "json"}),
+        (
+            "cr_lesion.dcm",
+            {"nifti-overlay", "nifti-image", "dicom-pm", "dicom-pr", "dicom-sc", "png", "json"},
+        ),
+        ("ct_nodule", {"nifti-overlay", "nifti-image", "dicom-pm", "dicom-pr", "dicom-sc", "png", "json"}),
         ("ct_nodule.nii.gz", {"nifti-overlay", "png", "json"}),
     ],
 )

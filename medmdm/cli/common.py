@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 COMMON_FLAGS = ("seed", "steps")
 FORMATS_HELP = (
     "comma-separated: nifti,dicom-pm,dicom-pr,dicom-sc,dicom-seg,png,html,json "
-    "(default: all that fit the study but dicom-pr, dicom-seg and html)"
+    "(default: all that fit the study but dicom-seg and html)"
 )
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: auto)"
 

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    PseudoColorSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 from medmdm import pacs
 from medmdm.cli.main import main
 
 SAMPLE_SERIES = Path(__file__).resolve().parents[2] / "sample_data" / "studies" / "ct_nodule"
-DICOM = ("dicom-pm", "dicom-sc", "dicom-seg")
+DICOM = ("dicom-pm", "dicom-pr", "dicom-sc", "dicom-seg")
 FAST = ["--method", "saliency", "--device", "cpu", "--format", f"{','.join(DICOM)},json"]
 SECRET = "s3cret-Pa55word"
 PIXEL_KEYWORDS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
@@ -53,6 +57,10 @@ def check_orthanc_holds_what_was_written(url: str, out: Path, source: pydicom.Da
             returned = pydicom.dcmread(path)
             ours = written.pop(str(returned.SOPInstanceUID))
             assert returned.StudyInstanceUID == source.StudyInstanceUID
+            if returned.SOPClassUID == PseudoColorSoftcopyPresentationStateStorage:
+                # No pixels and no frame of reference: its palette comes back as written.
+                assert returned.RedPaletteColorLookupTableData == ours.RedPaletteColorLookupTableData
+                continue
             if returned.SOPClassUID != SecondaryCaptureImageStorage:  # whose IOD has no frame of reference
                 assert returned.FrameOfReferenceUID == source.FrameOfReferenceUID
             (keyword,) = PIXEL_KEYWORDS & set(ours.dir())
