@@ -6,9 +6,11 @@ medmdm ships a config (:data:`EXPLAIN_CONFIG`) that is read after a bundle's own
         --config_file "['DIR/configs/inference.json','<EXPLAIN_CONFIG>']" \
         --bundle_root DIR --study study.dcm --output_dir out
 
-Its ``run`` step builds the bundle's ``network_def`` and ``preprocessing`` as MONAI parsed them, loads the
-weights as :func:`medmdm.bundle.load_bundle` does, and calls :func:`medmdm.pipeline.explain_study`, so the
-outputs are those of ``medmdm explain study.dcm --bundle DIR --out out``. The ``medmdm`` section holds
+Its ``run`` step builds the bundle's ``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing``
+as MONAI parsed them (a config without an ``inferer`` or ``postprocessing`` names none with
+``--inferer '$None'``), loads the weights as :func:`medmdm.bundle.load_bundle` does, and calls
+:func:`medmdm.pipeline.explain_study`, so the outputs are those of
+``medmdm explain study.dcm --bundle DIR --out out``. The ``medmdm`` section holds
 :class:`medmdm.settings.Settings` (``method``, ``options``, ``formats``, ``device``, ``target``) and
 ``overwrite`` and ``allow_random_weights``; override them with ``--medmdm#method dm``,
 ``--medmdm#options#seed 0``, ``--medmdm#formats nifti,png,json``, ``--medmdm#target 1``,
@@ -40,6 +42,8 @@ def explain_in_bundle_run(
     output_dir: str,
     settings: dict[str, Any] | None = None,
     series_uid: str | None = None,
+    inferer: Any = None,
+    postprocessing: Any = None,
 ) -> dict[str, Any]:
     """Explain ``study`` with the parsed bundle and write the outputs into ``output_dir``.
 
@@ -60,6 +64,10 @@ def explain_in_bundle_run(
         ``allow_random_weights``.
     series_uid : str, optional
         The series to read from a folder holding several.
+    inferer : monai.inferers.Inferer, optional
+        The bundle's ``inferer``: the network runs through it, as in ``medmdm explain --bundle``.
+    postprocessing : callable, optional
+        The bundle's ``postprocessing``: what a region is (its saving and inverting steps are not run).
 
     Returns
     -------
@@ -72,7 +80,12 @@ def explain_in_bundle_run(
     if not study:
         raise OptionError("no study given: add --study PATH")
     bundle = assemble_bundle(
-        bundle_root, network, preprocessing, allow_random_weights=run["allow_random_weights"]
+        bundle_root,
+        network,
+        preprocessing,
+        allow_random_weights=run["allow_random_weights"],
+        inferer=inferer,
+        postprocessing=postprocessing,
     )
     result = explain_study(
         study,

@@ -173,7 +173,7 @@ def focus(
 
 
 def bounded(explainer: Explainer, prepared: PreparedStudy) -> Explainer:
-    """The explainer with ``max_batch`` no larger than what fits half the free memory of its device for this
+    """The explainer with ``max_batch`` no larger than what fits a share of its device's free memory for this
     network input, estimated before the run (:func:`medmdm.bundle.inference.max_batch_for`). Where more than
     :data:`~medmdm.bundle.inference.AMPLE_BATCH` samples fit, the explainer is left as it is, so that the
     maps do not depend on how much memory happens to be free.

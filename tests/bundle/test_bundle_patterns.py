@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from medmdm.bundle import inference, load_bundle
 from medmdm.cli.main import main
@@ -22,6 +23,7 @@ from medmdm.pipeline import explain_study, prepare, read
 from medmdm.pipeline.stages import focus
 from medmdm.testing.internal.bundles import (
     ARGMAX,
+    BLOB_SOURCE,
     SLIDING_WINDOW,
     blob_bundle,
     blob_config,
@@ -182,12 +184,17 @@ def test_region_mask_explains_the_region_the_user_gives(tmp_path, corner_ct):
 
 
 def test_memory_is_bounded_before_the_run(tmp_path, corner_ct, monkeypatch):
-    """One window of the segmenter holds its input and its 2-channel output: 3 x 16^3 floats, for each of
-    the windows that cover the ball's part of the input (23 x 28 x 24 voxels: 2 x 3 x 2 windows)."""
+    """A gradient pass keeps what each window's pass saves for its backward pass: at least the window's input
+    and its 2-channel output (3 x 16^3 floats) and a few maps more, for each of the windows that cover the
+    ball's part of the input (23 x 28 x 24 voxels: 2 x 3 x 2 windows)."""
     root = blob_bundle(tmp_path / "sw", blob_config(SEGMENTER, inferer=SLIDING_WINDOW, postprocessing=ARGMAX))
     ct, _ = corner_ct
-    per_sample = 12 * 3 * 16**3 * 4
-    monkeypatch.setattr(inference, "free_memory", lambda device: 2 * 3 * per_sample + 100)
+    per_window = inference.saved_bytes(load_bundle(root).network, torch.zeros(1, 1, 16, 16, 16))
+    assert 3 * 16**3 * 4 <= per_window <= 8 * 16**3 * 4
+    per_sample = 12 * per_window
+    monkeypatch.setattr(
+        inference, "free_memory", lambda device: 3 * per_sample / inference.MEMORY_SHARE + 100
+    )
     result = explain_study(ct, load_bundle(root), tmp_path / "out", target="region:1", **FAST)
     assert result.network_shape[1:] == (23, 28, 24)
     assert result.explanation.options["max_batch"] == 3
@@ -195,6 +202,20 @@ def test_memory_is_bounded_before_the_run(tmp_path, corner_ct, monkeypatch):
     with pytest.raises(ModelError, match=r"needs about 0.00 GiB per sample, 0.0 GiB free on "):
         explain_study(ct, load_bundle(root), tmp_path / "refused", target="region:1", **FAST)
     assert not (tmp_path / "refused").exists()
+
+
+def test_measuring_memory_leaves_the_network_as_it_was():
+    """A DynUNet with deep supervision keeps tensors its forward pass makes; the measuring pass (on the meta
+    device) must not leave them in the network, which then runs as before."""
+    from monai.networks.nets import DynUNet
+
+    network = DynUNet(3, 1, 2, [3, 3, 3], [1, 2, 2], [2, 2], deep_supervision=True, deep_supr_num=1).eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        before = network(x)
+    assert inference.saved_bytes(network, x) >= 3 * x.numel() * 4  # its input and output at least
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), before)
 
 
 def test_random_weights_from_the_command_line_are_marked(tmp_path, corner_ct, capsys):
@@ -338,6 +359,11 @@ def test_array_preprocessing_gets_an_array(tmp_path, corner_ct):
             {},
             "it reads 2 images (a, v) under separate keys",
         ),
+        (
+            {},
+            {"network_data_format": {"inputs": {"latent": {"type": "noise", "format": "image"}}}},
+            "a generative bundle (its network makes an image from noise or a latent): nothing to explain",
+        ),
     ],
 )
 def test_bundles_that_need_more_than_an_image_are_refused(tmp_path, config, metadata, said):
@@ -353,3 +379,51 @@ def test_detection_target_reads_anchor_logits_and_refuses_other_outputs():
         assert float(bound.scores({"classification": logits})[0]) == best
     with pytest.raises(ModelError, match=r"returned \['logits'\]; a detection target needs a mapping"):
         DetectionTarget(0).bind({"logits": logits[:, 0]}, 1, "logit")
+
+
+def test_per_slice_inferer_on_a_2d_study_runs_its_2d_windows(tmp_path):
+    """A 2D bundle whose inferer is a ``SliceInferer`` (16 x 16 windows) on a 42 x 38 slice, which the
+    network alone refuses (not divisible by 4): its windows run as a 2D sliding window."""
+    image = np.zeros((38, 42), np.uint8)  # rows x columns: a 42 x 38 image
+    rows, columns = np.mgrid[:38, :42]
+    disc = (rows - 10) ** 2 + (columns - 30) ** 2 <= 16
+    image[disc] = 255
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    inferer = {"_target_": "SliceInferer", "roi_size": [16, 16], "spatial_dim": 2, "sw_batch_size": 4}
+    config = {
+        "network_def": SEGMENTER,
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image"},
+                {"_target_": "ScaleIntensityd", "keys": "image"},
+            ],
+        },
+        "inferer": inferer,
+        "postprocessing": {"_target_": "Compose", "transforms": ARGMAX},
+    }
+    root = write_bundle(tmp_path / "slice", config, scripts=BLOB_SOURCE, state={"scale": torch.tensor(10.0)})
+    bundle = load_bundle(root)
+    result = explain_study(tmp_path / "slice.png", bundle, tmp_path / "out", target="region:1", **FAST)
+    saliency = result.saliency.numpy()
+    assert saliency.shape == (42, 38)
+    assert saliency[disc.T].sum() / saliency.sum() > 0.5
+    whole = bundle.preprocess(read(tmp_path / "slice.png")).as_tensor().float()
+    with pytest.raises(RuntimeError, match=r"sizes \(42, 38\) must be divisible by 4"):
+        bundle.network(whole)
+    with torch.no_grad():
+        region = bundle.model(whole)[0].argmax(0) == 1
+    assert result.target.details["voxels"] == int(region.sum()) > 0
+
+
+def test_a_network_that_fails_on_its_input_is_one_line_naming_the_bundle(tmp_path, corner_ct):
+    """A network needing more inputs than the image (a diffusion network's time steps) fails on the first
+    forward pass: the error names the bundle, the input's shape and the cause."""
+    network = {"_target_": "torch.nn.Bilinear", "in1_features": 20, "in2_features": 20, "out_features": 2}
+    root = write_bundle(tmp_path / "two", {"network_def": network}, metadata={"name": "two_inputs"})
+    ct, _ = corner_ct
+    said = r"^bundle two_inputs: its network fails on a 1 x 1 x \d+ x \d+ x \d+ input \(TypeError: .*missing"
+    with pytest.raises(BundleError, match=said) as error:
+        explain_study(ct, load_bundle(root, allow_random_weights=True), tmp_path / "out", **FAST)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()

@@ -132,7 +132,7 @@ def test_rgb_png_classifier_map_on_the_pixels(tmp_path, red_png):
     assert report["input"]["kind"] == "image" and report["input"]["pixel_space"] is True
     assert report["input"]["channels"] == 3 and report["target"]["index"] == 1
     assert any("no patient geometry" in w for w in report["warnings"])
-    assert {s["kind"] for s in report["skipped_outputs"]} == {"dicom-pm", "dicom-sc"}
+    assert {s["kind"] for s in report["skipped_outputs"]} == {"dicom-pm", "dicom-pr", "dicom-sc"}
     written = ["preview.png", "report.json", "saliency.nii.gz", "source.nii.gz"]
     assert sorted(p.name for p in out.iterdir()) == written
 
