@@ -124,6 +124,7 @@ class MaskExplainer(Explainer):
         self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor, steps: torch.Tensor
     ) -> Explanation:
         """The explanation of a method with one level."""
+        saliency, notes = self._ranked(problem, scorer, saliency)
         masked, remaining = self._kept_and_remaining(scorer, problem, saliency)
         batch = saliency.shape[0]
         level = LevelRecord(
@@ -135,30 +136,18 @@ class MaskExplainer(Explainer):
             score_remaining=remaining,
             steps=steps,
         )
-        return self._explanation(problem, scorer, saliency, [level], (masked, remaining))
+        return self._explanation(problem, saliency, (masked, remaining), [level], notes)
 
-    def _explanation(
-        self,
-        problem: MaskProblem,
-        scorer: ModelScorer,
-        saliency: torch.Tensor,
-        levels: list[LevelRecord],
-        scores: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> Explanation:
-        """The explanation of ``saliency``; an image whose masks found nothing is ranked by gradient.
-
-        ``scores``: the kept and remaining scores of ``saliency``, when already computed.
-        """
+    def _ranked(
+        self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor
+    ) -> tuple[torch.Tensor, list[str]]:
+        """The final map and what makes it less trustworthy: ties ordered by evidence
+        (``evidence_order``), and an image whose masks cannot rank anything ranked by gradient."""
         notes = []
         flat = (problem.score_original - problem.score_baseline).abs() < 0.05 * torch.maximum(
             problem.score_original.abs(), problem.score_baseline.abs()
         )
         empty = saliency.flatten(1).amax(1) <= 0
-        if self.options.evidence_order:
-            # One image a pass, as every pass of the engine: each map is the one it gets alone.
-            cost = first_order_removal_cost(scorer, problem.x, problem.baseline, problem.target, 1)
-            saliency = normalise(saliency + _TIE_BREAK * cost, saliency.ndim - 2)
-            scores = None
         if flat.any():
             which = (
                 "every candidate baseline (mean, blur at two scales, minimum)"
@@ -170,18 +159,32 @@ class MaskExplainer(Explainer):
                 f"{flat.nonzero()[:, 0].tolist()}: masks cannot find the evidence, so the map ranks "
                 "voxels by the gradient magnitude of the score"
             )
-        fallback = (flat | empty).nonzero()[:, 0]
+        if (empty & ~flat).any():
+            notes.append(
+                f"the masks of image(s) {(empty & ~flat).nonzero()[:, 0].tolist()} kept nothing; "
+                "their map ranks voxels by the gradient magnitude of the score"
+            )
+        fallback, ranked = (flat | empty).nonzero()[:, 0], (~(flat | empty)).nonzero()[:, 0]
+        saliency = saliency.clone()
+        # One image a pass, as every pass of the engine: each map is the one it gets alone.
+        if self.options.evidence_order and ranked.numel():
+            cost = first_order_removal_cost(
+                scorer, problem.x[ranked], problem.baseline[ranked], problem.target[ranked], 1
+            )
+            saliency[ranked] = normalise(saliency[ranked] + _TIE_BREAK * cost, saliency.ndim - 2)
         if fallback.numel():
-            if (empty & ~flat).any():
-                notes.append(
-                    f"the masks of image(s) {(empty & ~flat).nonzero()[:, 0].tolist()} kept nothing; "
-                    "their map ranks voxels by the gradient magnitude of the score"
-                )
-            saliency = saliency.clone()
             saliency[fallback] = gradient_magnitude(scorer, problem.x[fallback], problem.target[fallback], 1)
-            scores = None
-        if scores is None:
-            scores = self._kept_and_remaining(scorer, problem, saliency)
+        return saliency, notes
+
+    def _explanation(
+        self,
+        problem: MaskProblem,
+        saliency: torch.Tensor,
+        scores: tuple[torch.Tensor, torch.Tensor],
+        levels: list[LevelRecord],
+        notes: list[str],
+    ) -> Explanation:
+        """The explanation of the final map ``saliency``, with its kept and remaining ``scores``."""
         return Explanation(
             map=saliency,
             target=problem.target.index,

@@ -136,7 +136,10 @@ class HierarchicalDynamicMasks(DynamicMasks):
             saliency = self._verified(problem, scorer, saliency)
         if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
-        return self._explanation(problem, scorer, saliency, records)
+        saliency, notes = self._ranked(problem, scorer, saliency)
+        return self._explanation(
+            problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records, notes
+        )
 
     def _removal_losses(
         self, problem: MaskProblem, scorer: ModelScorer, regions: list[torch.Tensor]
