@@ -8,7 +8,9 @@ MONAI's ``ConfigParser`` evaluates the config (``@`` references, ``$`` expressio
 - the saving, inverting and device steps of ``postprocessing`` (``SaveImaged``, ``Invertd``, ...): medmdm
   keeps the steps that turn the network output into labels (activations, thresholds, argmax, merging);
 - ``pretrained`` backbones in ``network_def``: built with ``pretrained`` off (nothing is downloaded), the
-  bundle's own weights loaded after.
+  bundle's own weights loaded after;
+- arguments that MONAI removed from its networks (:data:`REMOVED_ARGUMENTS`, e.g. ``SwinUNETR``'s
+  ``img_size``), where building ``network_def`` fails on one: dropped (or renamed), then built again.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ OUTPUT_STEPS = frozenset(
 )
 PRETRAINED_KEYS = ("pretrained", "pretrained_backbone")
 EXTRA_INPUT_WORDS = ("Guidance", "Click", "Point", "Prompt", "Interaction", "Vista")
+# Arguments of MONAI networks that a MONAI release removed, which bundles written for older releases still
+# pass: (class, argument) -> (the release that removed it, the argument that replaced it or None).
+REMOVED_ARGUMENTS: dict[tuple[str, str], tuple[str, str | None]] = {
+    ("SwinUNETR", "img_size"): ("1.5", None),  # unused since 1.3: input sizes are checked in forward()
+    ("UNETR", "pos_embed"): ("1.4", "proj_type"),
+    ("ViT", "pos_embed"): ("1.4", "proj_type"),
+    ("ViTAutoEnc", "pos_embed"): ("1.4", "proj_type"),
+}
+_UNEXPECTED_ARGUMENT = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 _REFERENCE = re.compile(r"@([\w#]+)")
 _PRETRAINED_ARGUMENT = re.compile(r"\b(pretrained(?:_backbone)?\s*=\s*)True\b")
 
@@ -137,6 +148,60 @@ def pretrained_off(parser: ConfigParser, key: str = "network_def") -> bool:
     return changed
 
 
+def without_removed_argument(parser: ConfigParser, key: str, cause: str) -> str:
+    """Take out of ``parser[key]`` an argument that MONAI removed from one of its networks
+    (:data:`REMOVED_ARGUMENTS`) when a build failed on it: dropped, or renamed to what replaced it.
+
+    Only items built from MONAI's own class change (``SwinUNETR``, ``monai.networks.nets.SwinUNETR``), not a
+    bundle's own class of the same name.
+
+    Parameters
+    ----------
+    parser : ConfigParser
+        The bundle's config, changed in place.
+    key : str
+        The item that failed to build (``"network_def"``).
+    cause : str
+        The failure's root cause (:func:`root_cause`), e.g. ``"TypeError: SwinUNETR.__init__() got an
+        unexpected keyword argument 'img_size'"``.
+
+    Returns
+    -------
+    str
+        What changed, for the report (``"network_def: SwinUNETR's img_size dropped: removed in MONAI 1.5"``),
+        or ``""`` when nothing did.
+    """
+    match = _UNEXPECTED_ARGUMENT.search(cause)
+    if match is None or (match[1], match[2]) not in REMOVED_ARGUMENTS or key not in parser:
+        return ""
+    network, argument = match[1], match[2]
+    release, new_name = REMOVED_ARGUMENTS[network, argument]
+    changed = False
+
+    def rewrite(item: Any) -> Any:
+        nonlocal changed
+        if isinstance(item, list):
+            return [rewrite(value) for value in item]
+        if not isinstance(item, dict):
+            return item
+        target = str(item.get("_target_", ""))
+        monai_class = "." not in target or target.startswith("monai.")
+        if step_name(item) == network and monai_class and argument in item:
+            changed = True
+            kept = {name: value for name, value in item.items() if name != argument}
+            if new_name and new_name not in kept:
+                kept[new_name] = item[argument]
+            item = kept
+        return {name: rewrite(value) for name, value in item.items()}
+
+    pruned = rewrite(parser[key])
+    if not changed:
+        return ""
+    parser[key] = pruned
+    done = f"renamed {new_name}" if new_name else "dropped"
+    return f"{key}: {network}'s {argument} {done}: removed in MONAI {release}"
+
+
 def extra_inputs(metadata: dict[str, Any], names: list[str], keys: list[str]) -> str:
     """Why a bundle needs more than an image (clicks, prompts, guidance, several inputs or phases) or has
     nothing to explain (a generative network), or ``""``.
@@ -175,9 +240,20 @@ def root_cause(error: BaseException) -> str:
     return f"{type(cause).__name__}: {' '.join(first.split())}"
 
 
-def build(parser: ConfigParser, key: str, fail: Callable[[str], Exception]) -> Any:
-    """``parser[key]`` instantiated; ``fail(cause)`` is raised (from the error) when it cannot be built."""
-    try:
-        return parser.get_parsed_content(key, instantiate=True)
-    except Exception as error:
-        raise fail(root_cause(error)) from error
+def build(
+    parser: ConfigParser, key: str, fail: Callable[[str], Exception], notes: list[str] | None = None
+) -> Any:
+    """``parser[key]`` instantiated; ``fail(cause)`` is raised (from the error) when it cannot be built.
+
+    With ``notes``, a build that fails on an argument MONAI removed from one of its networks is tried again
+    without it (:func:`without_removed_argument`), and what changed is appended to ``notes``.
+    """
+    while True:
+        try:
+            return parser.get_parsed_content(key, instantiate=True)
+        except Exception as error:
+            cause = root_cause(error)
+            note = without_removed_argument(parser, key, cause) if notes is not None else ""
+            if not note:
+                raise fail(cause) from error
+            notes.append(note)

@@ -252,7 +252,7 @@ def load_bundle(
                 f"bundle {name}: network_def asks for pretrained weights; built without them (nothing is "
                 "downloaded), the bundle's weights loaded after"
             )
-        network = _network_def(parser, root, name)
+        network = _network_def(parser, root, name, notes)
         preprocessing = _parsed(parser, "preprocessing", name)
         inferer = _inferer(parser, name, notes)
         postprocessing = _parsed(parser, "postprocessing", name)
@@ -426,15 +426,22 @@ def _bundle_scripts(root: Path) -> Iterator[None]:
             sys.path.remove(str(root))
 
 
-def _network_def(parser: ConfigParser, root: Path, name: str) -> torch.nn.Module | None:
-    """The instantiated ``network_def``; None when the bundle has none but a TorchScript file."""
+def _network_def(parser: ConfigParser, root: Path, name: str, notes: list[str]) -> torch.nn.Module | None:
+    """The instantiated ``network_def``; None when the bundle has none but a TorchScript file. Arguments
+    MONAI removed from its networks are taken out (:func:`~medmdm.bundle.config.without_removed_argument`),
+    with a note each."""
     if "network_def" not in parser.config:
         if (root / "models" / "model.ts").is_file():
             return None
         raise BundleError(f"bundle {name}: no network_def in its config (and no models/model.ts)")
+    changes: list[str] = []
     network = build(
-        parser, "network_def", lambda cause: BundleError(f"bundle {name}: cannot build network_def ({cause})")
+        parser,
+        "network_def",
+        lambda cause: BundleError(f"bundle {name}: cannot build network_def ({cause})"),
+        changes,
     )
+    notes.extend(f"bundle {name}: {change}" for change in changes)
     if not isinstance(network, torch.nn.Module):
         raise BundleError(f"bundle {name}: network_def is a {type(network).__name__}, not a torch module")
     return network

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 
 from medmdm.bundle import inference, load_bundle
 from medmdm.cli.main import main
@@ -149,6 +150,32 @@ def test_multilabel_regions_follow_the_bundles_postprocessing(tmp_path):
         focus(prepared, "region:2")
 
 
+def test_region_kept_by_largest_connected_component(tmp_path):
+    """``KeepLargestConnectedComponentd`` after the argmax (prostate_mri_anatomy): of two bright balls, the
+    region of label 1 is the larger one only."""
+    shape, spacing = (32, 24, 16), np.array([1.5, 1.5, 2.0])
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    large = np.linalg.norm((grid - [8, 12, 8]) * spacing, axis=-1) <= 7
+    small = np.linalg.norm((grid - [24, 12, 8]) * spacing, axis=-1) <= 4
+    nib.save(
+        nib.Nifti1Image((large | small).astype(np.float32) * 300, np.diag([*spacing, 1])), tmp_path / "ct.nii"
+    )
+    keep = {"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": [1]}
+    bundle = load_bundle(
+        blob_bundle(tmp_path / "klcc", blob_config(SEGMENTER, postprocessing=[*ARGMAX, keep]))
+    )
+    result = explain_study(tmp_path / "ct.nii", bundle, tmp_path / "out", target="region:1", **FAST)
+    with torch.no_grad():
+        argmax = bundle.model(bundle.preprocess(read(tmp_path / "ct.nii")).as_tensor())[0].argmax(0) == 1
+    components, count = ndimage.label(argmax.numpy())
+    sizes = np.bincount(components.ravel())[1:]
+    assert count == 2 and result.target.details["voxels"] == sizes.max() > sizes.min()
+    rule = "region 1 predicted (Activationsd, AsDiscreted, KeepLargestConnectedComponentd)"
+    assert any(rule in w for w in result.warnings)
+    saliency = result.saliency.numpy()
+    assert saliency[large].sum() > 10 * saliency[small].sum()
+
+
 def test_region_mask_explains_the_region_the_user_gives(tmp_path, corner_ct):
     root = blob_bundle(tmp_path / "sw", blob_config(SEGMENTER, inferer=SLIDING_WINDOW, postprocessing=ARGMAX))
     ct, ball = corner_ct
@@ -260,6 +287,56 @@ def test_pretrained_backbone_is_built_offline_and_the_bundles_weights_loaded(tmp
             bundle.network.state_dict()["class_layers.out.weight"], state["class_layers.out.weight"]
         )
         assert any("pretrained" in note for note in bundle.notes)
+
+
+def test_an_argument_monai_removed_is_dropped_and_the_bundles_weights_loaded(tmp_path):
+    """swin_unetr_btcv_segmentation passes SwinUNETR's ``img_size``, which MONAI 1.5 removed: the network is
+    built without it, the bundle's weights load strictly, and it runs through its sliding window (one 32^3
+    window, the 30 x 22 x 20 network grid padded)."""
+    from monai.networks.nets import SwinUNETR
+
+    arguments = {"in_channels": 1, "out_channels": 2, "feature_size": 12, "depths": [1, 1, 1, 1]}
+    arguments["norm_name"] = "batch"  # instance norm needs more than the 1^3 bottleneck of a 32^3 window
+    torch.manual_seed(0)
+    state = SwinUNETR(**arguments).state_dict()
+    network = {"_target_": "SwinUNETR", "spatial_dims": 3, "img_size": 32, **arguments}
+    inferer = {**SLIDING_WINDOW, "roi_size": [32, 32, 32]}
+    config = blob_config(network, inferer=inferer, postprocessing=ARGMAX)
+    bundle = load_bundle(write_bundle(tmp_path / "swin", config, metadata={"name": "swin"}, state=state))
+    weights = bundle.network.state_dict()
+    assert all(torch.equal(weights[name], value) for name, value in state.items())
+    ct, _ = ct_with_ball(tmp_path / "ct.nii.gz")
+    result = explain_study(ct, bundle, tmp_path / "out", target="region:1", **FAST)
+    said = "bundle swin: network_def: SwinUNETR's img_size dropped: removed in MONAI 1.5"
+    assert said in result.warnings
+    assert any("region 1 predicted (Activationsd, AsDiscreted)" in w for w in result.warnings)
+    assert result.saliency.shape == nib.load(ct).shape and float(result.saliency.abs().sum()) > 0
+
+
+def test_a_renamed_argument_is_passed_under_its_new_name_and_others_still_fail(tmp_path):
+    """``pos_embed`` of ViT became ``proj_type`` (removed in MONAI 1.4): its value is kept; an argument MONAI
+    never had is the one-line cause it was."""
+    network = {
+        "_target_": "monai.networks.nets.ViT",
+        "in_channels": 1,
+        "img_size": 16,
+        "patch_size": 8,
+        "hidden_size": 8,
+        "mlp_dim": 8,
+        "num_layers": 1,
+        "num_heads": 2,
+        "spatial_dims": 2,
+        "pos_embed": "perceptron",
+    }
+    bundle = load_bundle(write_bundle(tmp_path / "vit", {"network_def": network}), allow_random_weights=True)
+    assert bundle.network.patch_embedding.proj_type == "perceptron"
+    assert any(
+        "network_def: ViT's pos_embed renamed proj_type: removed in MONAI 1.4" in n for n in bundle.notes
+    )
+    with pytest.raises(
+        BundleError, match=r"cannot build network_def \(TypeError: .*keyword argument 'colour'\)"
+    ):
+        load_bundle(write_bundle(tmp_path / "colour", {"network_def": {**network, "colour": 1}}))
 
 
 def test_torch_load_of_a_missing_file_names_it(tmp_path):
