@@ -1,12 +1,13 @@
-"""Studies per hour of ``medmdm batch`` for 1, 2 and more workers.
+"""Studies per hour of ``medmdm batch`` for 1, 2 and more workers, and studies per explainer call.
 
 Writes phantom studies (chest radiographs as DICOM files, chest CTs as DICOM series, from
 :mod:`medmdm.testing.internal.phantoms`) into a scratch folder, explains them with the demo bundles (the
-2D bundle for the radiographs, the 3D bundle for the CTs) once per worker count, and prints a table:
-seconds, studies per hour, and the speed-up over one worker. The demo bundles are looked up as ``medmdm``
-does (``$MEDMDM_DEMO_BUNDLES``, else ``sample_data/bundles``), else in ``build/demo_bundles`` (the quick
-ones ``workflows/train_demo_bundles.py --quick`` writes). ``--test-bundle`` uses the small lesion detector
-of the tests on NIfTI volumes instead (no demo bundle needed).
+2D bundle for the radiographs, the 3D bundle for the CTs) once per worker count and ``--studies-per-call``
+value, and prints a table: seconds, studies per hour, and the speed-up over the first row. The demo
+bundles are looked up as ``medmdm`` does (``$MEDMDM_DEMO_BUNDLES``, else ``sample_data/bundles``), else in
+``build/demo_bundles`` (the quick ones ``workflows/train_demo_bundles.py --quick`` writes).
+``--test-bundle`` uses the small lesion detector of the tests on NIfTI volumes instead (no demo bundle
+needed).
 
 Examples
 --------
@@ -17,11 +18,16 @@ A 2-core CPU, with few steps::
 A GPU machine (one worker per GPU, then more workers than GPUs)::
 
     python benchmarks/batch.py --devices auto --workers 1 2 4 --studies 16
+
+One worker, one study per call against ``auto`` (4 on CUDA)::
+
+    python benchmarks/batch.py --devices auto --workers 1 --studies-per-call 1 auto --studies 4
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import tempfile
@@ -78,11 +84,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     write_studies(studies, args.studies, args.test_bundle)
     options = {"seed": 0} | ({"steps": args.steps} if args.steps else {})
     rows = []
-    for workers in args.workers:
+    for workers, per_call in itertools.product(args.workers, args.studies_per_call):
         settings = BatchSettings(
-            out_dir=scratch / f"out-{workers}",
+            out_dir=scratch / f"out-{workers}-{per_call}",
             settings=Settings(options=options, formats=("nifti",)),
             bundle=bundle,
+            studies_per_call=None if per_call == "auto" else int(per_call),
         )
         started = time.perf_counter()
         summary = explain_batch(studies, settings, devices=args.devices, workers=workers, progress=False)
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append(
             {
                 "workers": workers,
+                "studies_per_call": per_call,
                 "devices": args.devices,
                 "studies": summary.count("ok"),
                 "failed": summary.count("failed"),
@@ -107,14 +115,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| workers | devices | studies | seconds | studies/hour | speed-up |",
-        "|---|---|---|---|---|---|",
+        "| workers | studies per call | devices | studies | seconds | studies/hour | speed-up |",
+        "|---|---|---|---|---|---|---|",
     ]
     base = rows[0]["studies_per_hour"] or 1.0
     for row in rows:
         lines.append(
-            f"| {row['workers']} | {row['devices']} | {row['studies']} | {row['seconds']} | "
-            f"{row['studies_per_hour']} | {row['studies_per_hour'] / base:.2f} |"
+            f"| {row['workers']} | {row['studies_per_call']} | {row['devices']} | {row['studies']} | "
+            f"{row['seconds']} | {row['studies_per_hour']} | {row['studies_per_hour'] / base:.2f} |"
         )
     return "\n".join(lines)
 
@@ -124,6 +132,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run")
+    parser.add_argument(
+        "--studies-per-call",
+        nargs="+",
+        default=["1"],
+        help="values of --studies-per-call to run (N or auto; default: 1)",
+    )
     parser.add_argument("--devices", default="auto", help="auto, cpu or cuda:0,cuda:1 (default: auto)")
     parser.add_argument("--studies", type=int, default=2, help="studies of each kind (default: 2)")
     parser.add_argument("--steps", type=int, help="optimisation steps per stage (default: the method's)")

@@ -4,7 +4,8 @@ Models (random weights): MONAI's DenseNet121 (one input channel, two classes), 2
 small three-layer CNN of :func:`medmdm.testing.lesion_cnn` (2D). Prints one JSON line per input:
 seconds per explanation (the first call, and the median of the following ones), samples through the
 model, steps and levels run, the explainer's samples/s and the bare model's forward+backward (to the
-input) samples/s at the explainer's mean per-step batch, their ratio, and the peak GPU memory.
+input) samples/s at the explainer's mean per-step batch, their ratio, the peak GPU memory, and the option
+``compile`` with whether it fell back to the eager model (``--options '{"compile": "reduce-overhead"}'``).
 
 Explanations and bare passes are interleaved (one explanation, then as many bare passes as it had
 steps, ``--repeats`` times) and the medians compared, so that load from other processes on a shared
@@ -140,6 +141,8 @@ def run(
         "explainer_samples_per_s": round(achieved, 1),
         "bare_samples_per_s": round(bare_rate, 1),
         "throughput_ratio": round(achieved / bare_rate, 3),
+        "compile": explainer.options.compile,
+        "compile_fell_back": any("torch.compile" in note for note in explanation.warnings),
         "peak_gpu_memory_gib": (
             round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
         ),

@@ -39,10 +39,31 @@ def map_to_source(saliency: torch.Tensor, network_input: MetaTensor, source: Met
     if tuple(values.shape[1:]) != spatial or values.shape[0] != 1:
         raise InputError(f"saliency of shape {tuple(saliency.shape)} does not fit the input grid {spatial}")
     source_to_network = voxel_map(network_input.affine, source.affine, rank)
-    moving = MetaTensor(values, affine=torch.linalg.inv(source_to_network))
+    return _resampled(values, torch.linalg.inv(source_to_network), tuple(source.shape[1:]))
+
+
+def map_to_network(values: torch.Tensor, network_input: MetaTensor, source: MetaTensor) -> torch.Tensor:
+    """Resample ``(*source_spatial)`` values on the source grid (a lesion mask) onto the network input's
+    grid: the inverse of :func:`map_to_source`, with linear interpolation, zero outside the source.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(*spatial)`` float32 values on the network input's grid, on the CPU.
+    """
+    rank = source.ndim - 1
+    moving = values.detach().float().cpu().reshape(1, *source.shape[1:])
+    spatial = tuple(network_input.shape[-rank:])
+    return _resampled(moving, voxel_map(network_input.affine, source.affine, rank), spatial)
+
+
+def _resampled(values: torch.Tensor, to_output: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """``(1, *in_spatial)`` values resampled onto an output voxel grid of shape ``spatial``, where
+    ``to_output`` maps input voxels to output voxels: ``(*spatial)`` float32."""
+    moving = MetaTensor(values, affine=to_output)
     resample = SpatialResample(mode="bilinear", padding_mode="zeros", align_corners=True, dtype=torch.float64)
-    identity = torch.eye(rank + 1, dtype=torch.float64)  # the output grid is the source's voxel grid
-    out = resample(moving, dst_affine=identity, spatial_size=tuple(source.shape[1:]))
+    identity = torch.eye(len(spatial) + 1, dtype=torch.float64)
+    out = resample(moving, dst_affine=identity, spatial_size=spatial)
     return torch.as_tensor(out, dtype=torch.float32)[0].contiguous()
 
 

@@ -23,6 +23,7 @@ from medmdm.evaluation import (
     find_cases,
     load_mask,
     localisation_scores,
+    min_lesion_evidence,
     summarise,
 )
 from medmdm.io import load_study
@@ -209,6 +210,30 @@ def test_faithfulness_ranks_the_evidence_first():
     assert scores["deletion_auc"][0] < 0.1 < 0.8 < scores["deletion_auc"][1]
     assert scores["insertion_auc"][0] > scores["insertion_auc"][1]
     assert scores["average_drop"][0] < 0.05 < 0.9 < scores["average_drop"][1]
+
+
+class TwoBoxSum(torch.nn.Module):
+    """Class 1's logit adds the mean of box A once and of box B three times: A holds a quarter of the
+    evidence, whatever replaces it."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.b = a.float(), b.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = lambda box: (x[:, 0] * box).flatten(1).sum(1) / box.sum()  # noqa: E731
+        score = mean(self.a) + 3 * mean(self.b)
+        return torch.stack([-score, score], 1)
+
+
+def test_min_lesion_evidence_is_the_smaller_lesions_share_of_the_logit():
+    a, b = region_mask((32, 32), ((4, 10), (4, 10))), region_mask((32, 32), ((18, 26), (18, 26)))
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0][a | b] = 1.0
+    model = TwoBoxSum(a, b)
+    share = min_lesion_evidence(model, x, torch.stack([a, b]).float(), 1, "constant")
+    assert share == pytest.approx(0.25, abs=1e-6)
+    assert math.isnan(min_lesion_evidence(model, x, a[None].float(), 1))
 
 
 def test_summary_leaves_out_nan_and_needs_two_values_for_a_spread():

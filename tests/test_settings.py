@@ -155,7 +155,7 @@ def test_a_misspelt_option_in_the_bundle_workflow_is_the_same_error(ball, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_common_flags_a_method_lacks_are_set_aside_with_a_note(ball, tmp_path):
+def test_common_flags_a_method_lacks_are_set_aside_with_a_note(ball, tmp_path, monkeypatch):
     study, bundle, _ = ball
     out = tmp_path / "out"
     argv = [
@@ -170,10 +170,25 @@ def test_common_flags_a_method_lacks_are_set_aside_with_a_note(ball, tmp_path):
         "--seed",
         "1",
     ]
-    assert main([*argv, "--out", str(out), "--format", "json", "--quiet"]) == 0
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)  # compiling: tests/explainers
+    assert main([*argv, "--compile", "--out", str(out), "--format", "json", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert "--steps not used: saliency has no steps option" in report["warnings"]
-    assert report["method"]["options"]["seed"] == 1
+    assert report["method"]["options"]["seed"] == 1 and report["method"]["options"]["compile"] is True
     config = tmp_path / "steps.yaml"
     config.write_text("steps: 5\n")  # an option named in a config is meant for this method: an error
     assert main([*argv[:6], "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "value"),
+    [([], False), (["--compile"], True), (["--compile", "reduce-overhead"], "reduce-overhead")],
+)
+def test_the_compile_flag(flags, value, tmp_path, capsys):
+    from medmdm.cli.common import settings_from_args
+    from medmdm.cli.main import build_parser
+
+    args = build_parser().parse_args(["batch", str(tmp_path), "--out", str(tmp_path / "out"), *flags])
+    assert settings_from_args(args).explainer_options().compile == value
+    assert main(["batch", str(tmp_path), "--out", str(tmp_path / "o"), "--compile", "fast"]) == 2
+    assert "hdm option compile must be one of False, True, 'default'" in capsys.readouterr().err

@@ -3,9 +3,10 @@
 A single worker runs in this process; several run as processes started with the ``spawn`` method (CUDA
 cannot be forked), each with its own bundles and, on the CPU, an equal share of the cores
 (``torch.set_num_threads(cores // workers)``). Every worker runs two threads over
-:meth:`~medmdm.batch.worker.StudyWorker.process`, so the next study is read and preprocessed while the
-current one is explained, and gets at most two studies at a time from this process's dispatcher. A worker
-process that dies (killed, out of memory) fails the studies it held; the others go on.
+:meth:`~medmdm.batch.worker.StudyWorker.process`, so the next group of studies (``studies_per_call`` of
+them, one on the CPU by default) is read and preprocessed while the current one is explained, and gets at
+most two groups at a time from this process's dispatcher. A worker process that dies (killed, out of
+memory) fails the studies it held; the others go on.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from typing import Any
 
 from medmdm.batch.discovery import StudyInput
 from medmdm.batch.sink import RecordSink
-from medmdm.batch.worker import BatchSettings, StudyWorker, new_record
+from medmdm.batch.worker import BatchSettings, StudyWorker, new_record, next_call
 from medmdm.devices import device_list
 
-STUDIES_PER_WORKER = 2  # one explained, one read and preprocessed meanwhile
+CALLS_PER_WORKER = 2  # one group explained, one read and preprocessed meanwhile
 POLL_SECONDS = 0.5
 JOIN_SECONDS = 30.0
 
@@ -66,7 +67,8 @@ class LocalEngine:
         if len(self.devices) == 1:
             stop = threading.Event()
             results: Any = queue.Queue()
-            handles = [_ThreadWorker(StudyWorker(settings, self.devices[0], stop=stop), results)]
+            worker = StudyWorker(settings, self.devices[0], stop=stop)
+            handles = [_ThreadWorker(worker, results, settings.per_call(self.devices[0]))]
         else:
             context = multiprocessing.get_context("spawn")
             stop = context.Event()
@@ -89,10 +91,12 @@ class LocalEngine:
 
 
 class _Handle(ABC):
-    """A worker as the dispatcher sees it: its task queue and the studies it holds."""
+    """A worker as the dispatcher sees it: its task queue, the studies it holds and how many it explains
+    in one call."""
 
-    def __init__(self, tasks: Any) -> None:
+    def __init__(self, tasks: Any, per_call: int) -> None:
         self.tasks = tasks
+        self.per_call = per_call
         self.held: list[StudyInput] = []
 
     @abstractmethod
@@ -109,14 +113,15 @@ class _Handle(ABC):
 
 
 def _serve(worker: StudyWorker, tasks: Any, results: Any, index: int) -> list[threading.Thread]:
-    """Start two threads that process tasks until they get None, and return them."""
+    """Start two threads that process groups of studies until they get None, and return them."""
 
     def loop() -> None:
-        while (item := tasks.get()) is not None:
-            results.put((index, worker.process(item)))
+        while (group := tasks.get()) is not None:
+            for record in worker.process(group):
+                results.put((index, record))
         tasks.put(None)  # the other thread stops too
 
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(STUDIES_PER_WORKER)]
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(CALLS_PER_WORKER)]
     for thread in threads:
         thread.start()
     return threads
@@ -125,8 +130,8 @@ def _serve(worker: StudyWorker, tasks: Any, results: Any, index: int) -> list[th
 class _ThreadWorker(_Handle):
     """The single worker, in this process."""
 
-    def __init__(self, worker: StudyWorker, results: Any) -> None:
-        super().__init__(queue.Queue())
+    def __init__(self, worker: StudyWorker, results: Any, per_call: int) -> None:
+        super().__init__(queue.Queue(), per_call)
         self.threads = _serve(worker, self.tasks, results, 0)
 
     def alive(self) -> bool:
@@ -163,7 +168,7 @@ class _ProcessWorker(_Handle):
         stop: Any,
         results: Any,
     ) -> None:
-        super().__init__(context.Queue())
+        super().__init__(context.Queue(), settings.per_call(device))
         self.device = device
         threads = threads if device == "cpu" else None
         self.process = context.Process(
@@ -196,17 +201,22 @@ def _dispatch(
     settings: BatchSettings,
     stop: Any,
 ) -> None:
-    """Keep every live worker holding two studies until all are recorded (or the batch stops)."""
+    """Keep every live worker holding two groups of studies until all are recorded (or the batch stops)."""
     pending = deque(items)
     while True:
         if sink.stopped:
             stop.set()
-        for depth in range(1, STUDIES_PER_WORKER + 1):  # one study to each worker before a second
+        for depth in range(1, CALLS_PER_WORKER + 1):  # one group to each worker before a second
             for handle in handles:
-                if pending and not sink.stopped and handle.alive() and len(handle.held) < depth:
-                    item = pending.popleft()
-                    handle.held.append(item)
-                    handle.tasks.put(item)
+                if (
+                    pending
+                    and not sink.stopped
+                    and handle.alive()
+                    and len(handle.held) < depth * handle.per_call
+                ):
+                    group = next_call(pending, handle.per_call)
+                    handle.held.extend(group)
+                    handle.tasks.put(group)
         if not any(handle.held for handle in handles):
             break
         try:

@@ -2,8 +2,9 @@
 
 Each actor is a :class:`~medmdm.batch.worker.StudyWorker` (the same per-study function and output layout as
 the local engine) with one GPU where the cluster has GPUs, else an equal share of its CPUs. An actor runs two
-studies at a time (``max_concurrency=2``: one is read and preprocessed while the other is explained) and is
-handed more as they end, so faster nodes do more. An actor that dies (node lost, out of memory) is restarted
+groups of studies at a time (``max_concurrency=2``: one is read and preprocessed while the other is
+explained; a group is ``studies_per_call`` studies, explained in one call) and is handed more as they end,
+so faster nodes do more. An actor that dies (node lost, out of memory) is restarted
 and its studies retried, ``retries`` times; a study that raises is not retried but recorded as failed.
 
 Install with ``pip install 'medmdm[ray]'``. The studies, the bundle and the output folder must be at the same
@@ -12,15 +13,16 @@ paths on every node (a shared file system); see ``docs/batch.md``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from medmdm.batch.discovery import StudyInput
 from medmdm.batch.sink import RecordSink
-from medmdm.batch.worker import BatchSettings, StudyWorker, new_record
+from medmdm.batch.worker import BatchSettings, StudyWorker, new_record, next_call
 from medmdm.errors import OptionError
 
-STUDIES_PER_ACTOR = 2
+CALLS_PER_ACTOR = 2
 
 
 class RayEngine:
@@ -76,15 +78,16 @@ class RayEngine:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         actors: list[Any] = []
         try:
-            actors = self._actors(settings)
-            self._dispatch(items, actors, settings, sink)
+            actors, device = self._actors(settings)
+            self._dispatch(items, actors, settings, sink, settings.per_call(device))
         finally:
             for actor in actors:
                 ray.kill(actor)
             if started_here:
                 ray.shutdown()
 
-    def _actors(self, settings: BatchSettings) -> list[Any]:
+    def _actors(self, settings: BatchSettings) -> tuple[list[Any], str]:
+        """The actors, started, and their device."""
         resources = self.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if self.use_gpus else 0
         count = self.workers or gpus or 1
@@ -95,35 +98,44 @@ class RayEngine:
             num_gpus=gpu_share,
             max_restarts=self.retries,
             max_task_retries=self.retries,
-            max_concurrency=STUDIES_PER_ACTOR,
+            max_concurrency=CALLS_PER_ACTOR,
         )
         device = "cuda" if gpus else "cpu"
-        return [actor.remote(settings, device, threads=max(1, int(cpu_share))) for _ in range(count)]
+        return [actor.remote(settings, device, threads=max(1, int(cpu_share))) for _ in range(count)], device
 
     def _dispatch(
-        self, items: Sequence[StudyInput], actors: list[Any], settings: BatchSettings, sink: RecordSink
+        self,
+        items: Sequence[StudyInput],
+        actors: list[Any],
+        settings: BatchSettings,
+        sink: RecordSink,
+        per_call: int,
     ) -> None:
         ray = self.ray
-        pending = list(reversed(items))
-        held: dict[Any, tuple[int, StudyInput]] = {}
+        pending = deque(items)
+        held: dict[Any, tuple[int, list[StudyInput]]] = {}
         load = [0] * len(actors)
         while not sink.stopped:
-            for depth in range(1, STUDIES_PER_ACTOR + 1):  # one study to each actor before a second
+            for depth in range(1, CALLS_PER_ACTOR + 1):  # one group to each actor before a second
                 for index, actor in enumerate(actors):
                     if pending and load[index] < depth:
-                        item = pending.pop()
-                        held[actor.process.remote(item)] = (index, item)
+                        group = next_call(pending, per_call)
+                        held[actor.process.remote(group)] = (index, group)
                         load[index] += 1
             if not held:
                 return
             ready, _ = ray.wait(list(held), num_returns=1)
             for ref in ready:
-                index, item = held.pop(ref)
+                index, group = held.pop(ref)
                 load[index] -= 1
                 try:
-                    record = ray.get(ref)
+                    records = ray.get(ref)
                 except ray.exceptions.RayError as error:
                     message = " ".join(str(error).split())[:500]
-                    error_text = f"{item.path}: the Ray task failed after {self.retries} retries ({message})"
-                    record = new_record(item, settings, "failed", error=error_text)
-                sink.add(record)
+                    failure = f"the Ray task failed after {self.retries} retries ({message})"
+                    records = [
+                        new_record(item, settings, "failed", error=f"{item.path}: {failure}")
+                        for item in group
+                    ]
+                for record in records:
+                    sink.add(record)

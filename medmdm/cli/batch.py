@@ -35,6 +35,14 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="auto",
         help="auto (every GPU, else the CPU), cpu, or a list such as cuda:0,cuda:1 (default: auto)",
     )
+    batch.add_argument(
+        "--studies-per-call",
+        type=_studies_per_call,
+        default=None,
+        metavar="N|auto",
+        help="studies of one network input shape explained in one explainer call, each map as if alone "
+        "(default: auto, 4 on CUDA and 1 on the CPU)",
+    )
     batch.add_argument("--engine", choices=("local", "ray"), default="local", help="where workers run")
     batch.add_argument(
         "--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local instance)"
@@ -63,6 +71,15 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     return batch
 
 
+def _studies_per_call(text: str) -> int | None:
+    """``--studies-per-call``: ``auto`` (None) or a whole number of at least 1."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def run_batch(args: argparse.Namespace) -> int:
     """The ``batch`` command: 0 all ok or skipped, 1 some failed."""
     from medmdm.batch import BatchSettings, explain_batch
@@ -75,6 +92,7 @@ def run_batch(args: argparse.Namespace) -> int:
         bundle=Path(args.bundle) if args.bundle else None,
         bundle_config=tuple(args.bundle_config) if args.bundle_config else None,
         allow_random_weights=args.allow_random_weights,
+        studies_per_call=args.studies_per_call,
     )
     shard = Shard.parse(args.shard) if args.shard else Shard.from_environment()
     devices = args.devices

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from medmdm.pacs import SendReport
     from medmdm.settings import Settings
 
-COMMON_FLAGS = ("seed", "steps")
+COMMON_FLAGS = ("seed", "steps", "compile")
 FORMATS_HELP = (
     "comma-separated: nifti,dicom-pm,dicom-pr,dicom-sc,dicom-seg,png,html,json "
     "(default: all that fit the study but dicom-seg and html)"
@@ -36,10 +36,18 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--seed`` and ``--steps``: the method's options."""
+    """``--config``, ``--seed``, ``--steps`` and ``--compile``: the method's options."""
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of method options")
     parser.add_argument("--seed", type=int, help="random seed of the method")
     parser.add_argument("--steps", type=int, help="optimisation steps per stage (fewer: faster, coarser)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        metavar="MODE",
+        help="pass the model through torch.compile, in MODE default, reduce-overhead (CUDA graphs on CUDA) "
+        "or max-autotune; the eager model, with a warning, where compiling fails",
+    )
 
 
 def add_bundle_arguments(parser: argparse.ArgumentParser, default: str = "", required: bool = False) -> None:
@@ -88,14 +96,15 @@ def sent_exit_code(sent: SendReport | None, quiet: bool) -> int:
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The method options of ``--config``, ``--seed`` and ``--steps`` (the flags win)."""
+    """The method options of ``--config``, ``--seed``, ``--steps`` and ``--compile`` (the flags win)."""
     from medmdm.settings import read_config
 
     return {**(read_config(args.config) if args.config else {}), **common_flags(args)}
 
 
 def common_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given by ``--seed`` and ``--steps``: flags every method command has, whichever method."""
+    """The options given by ``--seed``, ``--steps`` and ``--compile``: flags every method command has,
+    whichever method."""
     return {name: value for name in COMMON_FLAGS if (value := getattr(args, name)) is not None}
 
 

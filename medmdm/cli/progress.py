@@ -7,7 +7,7 @@ from types import TracebackType
 
 from tqdm import tqdm
 
-from medmdm.explainers.base import ProgressEvent
+from medmdm.explainers.explanation import ProgressEvent
 
 
 class ProgressBar:

@@ -29,18 +29,21 @@ from medmdm.evaluation.run import (
 from medmdm.evaluation.scores import (
     COST_METRICS,
     DIRECTION,
+    EVIDENCE_METRICS,
     FAITHFULNESS_METRICS,
     LOCALISATION_METRICS,
     METRICS,
     faithfulness_scores,
     lesion_labels,
     localisation_scores,
+    min_lesion_evidence,
 )
 from medmdm.evaluation.summary import RowLog, format_table, format_value, summarise, write_rows
 
 __all__ = [
     "COST_METRICS",
     "DIRECTION",
+    "EVIDENCE_METRICS",
     "FAITHFULNESS_METRICS",
     "LOCALISATION_METRICS",
     "METRICS",
@@ -58,6 +61,7 @@ __all__ = [
     "lesion_labels",
     "load_mask",
     "localisation_scores",
+    "min_lesion_evidence",
     "prepare_case",
     "read_manifest",
     "summarise",

@@ -22,9 +22,16 @@ from medmdm.bundle import Bundle
 from medmdm.devices import resolve_device
 from medmdm.errors import failure_line, failure_text
 from medmdm.evaluation.cases import EvaluationCase, load_mask
-from medmdm.evaluation.scores import faithfulness_scores, lesion_labels, localisation_scores
-from medmdm.explainers.base import Explainer, Explanation, frozen
+from medmdm.evaluation.scores import (
+    faithfulness_scores,
+    lesion_labels,
+    localisation_scores,
+    min_lesion_evidence,
+)
+from medmdm.explainers.base import Explainer, frozen, model_device
+from medmdm.explainers.explanation import Explanation
 from medmdm.explainers.perturbation import BaselineKind
+from medmdm.geometry import map_to_network
 from medmdm.io import Study
 from medmdm.pipeline import PreparedStudy, explain, make_explainer, map_back, prepare, read
 from medmdm.settings import Settings
@@ -136,6 +143,9 @@ def explain_and_score(
         faithfulness = faithfulness_scores(
             model, x, explanation.map, targets, deletion_baseline=deletion_baseline
         )
+        evidence = [
+            _min_lesion_evidence(model, case, targets[i], deletion_baseline) for i, case in enumerate(cases)
+        ]
     count = len(cases)
     rows = []
     for i, case in enumerate(cases):
@@ -149,11 +159,30 @@ def explain_and_score(
                 "lesions": case.lesions,
                 **{name: float(values[0]) for name, values in localisation.items()},
                 **{name: float(values[i]) for name, values in faithfulness.items()},
+                "min_lesion_evidence": evidence[i],
                 "seconds": explanation.seconds / count,
                 "samples": explanation.samples / count,
             }
         )
     return ScoredBatch(rows, explanation, source_maps)
+
+
+def _min_lesion_evidence(
+    model: nn.Module, case: PreparedCase, target: int, deletion_baseline: BaselineKind
+) -> float:
+    """:func:`min_lesion_evidence` of a case, its lesions resampled onto the network grid."""
+    labels, count = lesion_labels(case.mask)
+    if count < 2:
+        return float("nan")
+    network_input, source = case.prepared.network_input, case.prepared.study.image
+    lesions = torch.stack(
+        [
+            map_to_network(torch.from_numpy(labels == label), network_input[0], source)
+            for label in range(1, count + 1)
+        ]
+    )
+    x = network_input.as_tensor().float().to(model_device(model) or "cpu")
+    return min_lesion_evidence(model, x, lesions, target, deletion_baseline)
 
 
 def _targets(model: nn.Module, x: torch.Tensor, cases: Sequence[PreparedCase]) -> list[int] | None:

@@ -13,7 +13,10 @@ Columns, each one value per case:
   component of the mask, corners included); with two lesions it is 0 when a map finds one only;
 - ``lesions_found``: the fraction of lesions where the map reaches at least half of its maximum;
 - ``dice_p80`` ... ``sensitivity_p99``: overlap of the map thresholded at its percentiles;
-- ``deletion_auc``, ``insertion_auc``, ``average_drop``, ``average_increase``.
+- ``deletion_auc``, ``insertion_auc``, ``average_drop``, ``average_increase``;
+- ``min_lesion_evidence``: what the map's ``min_lesion_share`` is measured against, the smallest share of
+  the evidence that one lesion holds: each lesion (on the network grid, one voxel wider) is replaced by the
+  deletion baseline and the target logit's loss is its evidence (NaN for fewer than two lesions).
 
 A case without a lesion (an empty mask) has NaN for every localisation column.
 """
@@ -30,7 +33,7 @@ from torch import nn
 
 from medmdm import metrics
 from medmdm.explainers.masks import connected_regions
-from medmdm.explainers.perturbation import BaselineKind
+from medmdm.explainers.perturbation import BaselineKind, baseline_image
 from medmdm.metrics import PERCENTILES
 
 OVERLAP_SCORES = ("dice", "iou", "precision", "sensitivity")
@@ -43,14 +46,15 @@ LOCALISATION_METRICS: tuple[str, ...] = (
     *[f"{score}_p{percentile:g}" for score in OVERLAP_SCORES for percentile in PERCENTILES],
 )
 FAITHFULNESS_METRICS: tuple[str, ...] = ("deletion_auc", "insertion_auc", "average_drop", "average_increase")
+EVIDENCE_METRICS: tuple[str, ...] = ("min_lesion_evidence",)
 COST_METRICS: tuple[str, ...] = ("seconds", "samples")
-METRICS: tuple[str, ...] = LOCALISATION_METRICS + FAITHFULNESS_METRICS + COST_METRICS
+METRICS: tuple[str, ...] = LOCALISATION_METRICS + FAITHFULNESS_METRICS + EVIDENCE_METRICS + COST_METRICS
 
 
 def _direction(name: str) -> metrics.Direction:
     if name in COST_METRICS:
         return "lower"
-    if name in ("min_lesion_share", "lesions_found"):
+    if name in ("min_lesion_share", "lesions_found", "min_lesion_evidence"):
         return "higher"
     return metrics.DIRECTION[name.rsplit("_p", 1)[0] if name[-1].isdigit() else name]
 
@@ -170,3 +174,45 @@ def faithfulness_scores(
         "average_increase": drop.increase,
     }
     return {name: out[name].detach().float().cpu() for name in FAITHFULNESS_METRICS}
+
+
+def min_lesion_evidence(
+    model: nn.Module,
+    x: torch.Tensor,
+    lesions: torch.Tensor,
+    target: int,
+    deletion_baseline: BaselineKind = "mean",
+) -> float:
+    """The smallest share of the evidence that one lesion holds.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits (B, classes), in eval mode.
+    x : torch.Tensor
+        (1, C, *spatial) network input.
+    lesions : torch.Tensor
+        (L, *spatial) one mask per lesion on the network grid, in [0, 1] (resampled masks).
+    target : int
+        The class whose logit is the evidence.
+    deletion_baseline : {"mean", "blur", "constant"}
+        What a removed lesion becomes.
+
+    Returns
+    -------
+    float
+        ``min_i loss_i / sum_i loss_i`` where ``loss_i`` is the target logit lost when lesion ``i``, one
+        voxel wider, is replaced by the baseline (negative losses count as 0); NaN with fewer than two
+        lesions or no loss at all.
+    """
+    if lesions.shape[0] < 2:
+        return float("nan")
+    x = x.detach().as_subclass(torch.Tensor).float()
+    pool = (nn.functional.max_pool2d, nn.functional.max_pool3d)[x.ndim - 4]
+    wider = pool(lesions.float().to(x.device)[:, None], 3, stride=1, padding=1)
+    baseline = baseline_image(x, deletion_baseline)
+    with torch.no_grad():
+        original = model(x)[0, target]
+        removed = model(x + wider * (baseline - x))[:, target]
+    loss = (original - removed).clamp_min(0).double()
+    return float(loss.min() / loss.sum()) if float(loss.sum()) > 0 else float("nan")

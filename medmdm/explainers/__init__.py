@@ -22,9 +22,6 @@ from __future__ import annotations
 
 from medmdm.explainers.base import (
     Explainer,
-    Explanation,
-    LevelRecord,
-    ProgressEvent,
     accepted_options,
     available,
     create,
@@ -34,6 +31,7 @@ from medmdm.explainers.base import (
     register,
 )
 from medmdm.explainers.dynamic_masks import DynamicMasks
+from medmdm.explainers.explanation import Explanation, LevelRecord, ProgressEvent
 from medmdm.explainers.gradcam import GradCAM, GradCAMpp
 from medmdm.explainers.gradients import IntegratedGradients, Saliency
 from medmdm.explainers.hdm import HierarchicalDynamicMasks

@@ -1,4 +1,5 @@
-"""The explainer contract: the base class, the registry, and what one explanation records.
+"""The explainer contract: the base class and the registry (what one explanation records is
+:mod:`medmdm.explainers.explanation`).
 
 Every explainer is called the same way::
 
@@ -22,13 +23,13 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from medmdm.errors import InputError, ModelError, OptionError
+from medmdm.errors import InputError, ModelError, OptionError, one_line
+from medmdm.explainers.explanation import Explanation, ProgressCallback
 from medmdm.explainers.options import ExplainerOptions
 from medmdm.explainers.targets import (
     BoundTarget,
@@ -42,161 +43,6 @@ from medmdm.explainers.targets import (
 from medmdm.explainers.targets import resolve_targets as resolve_targets
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    """What a progress callback receives, a few times per optimisation stage.
-
-    Attributes
-    ----------
-    level : int
-        Cascade level, starting at 1.
-    stage : str
-        ``"benchmark"``, ``"auxiliary"`` or ``"multiscale"``.
-    step : int
-        Steps run so far in this stage.
-    max_steps : int
-        The stage's step budget.
-    loss : float
-        Mean loss over the images still optimising.
-    retention : float
-        Mean fraction of the target score kept by the masked images (1 = all of it).
-    """
-
-    level: int
-    stage: str
-    step: int
-    max_steps: int
-    loss: float
-    retention: float
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
-@dataclass
-class LevelRecord:
-    """One level of a cascade (a single-level method has one).
-
-    Attributes
-    ----------
-    map : torch.Tensor
-        (B, 1, *spatial) saliency found at this level, in [0, 1]; zeros where the level did not run.
-    ran : torch.Tensor
-        (B,) bool, whether the level ran for each image.
-    weight : torch.Tensor
-        (B,) weight of this level in the fused map.
-    score_input : torch.Tensor
-        (B,) target score of the image this level explained.
-    score_masked : torch.Tensor
-        (B,) target score of the original image with only this level's map kept.
-    score_remaining : torch.Tensor
-        (B,) target score of the image left after removing what this and earlier levels found.
-    steps : torch.Tensor
-        (B,) optimisation steps run for each image at this level.
-    """
-
-    map: torch.Tensor
-    ran: torch.Tensor
-    weight: torch.Tensor
-    score_input: torch.Tensor
-    score_masked: torch.Tensor
-    score_remaining: torch.Tensor
-    steps: torch.Tensor
-
-
-@dataclass
-class Explanation:
-    """The result of one call, with everything a report needs.
-
-    Attributes
-    ----------
-    map : torch.Tensor
-        (B, 1, *spatial) saliency in [0, 1], 1 = most important, on the input's device.
-    target : torch.Tensor or None
-        (B,) long: the class, prototype or output channel explained for each image; None for a
-        callable target.
-    score_original : torch.Tensor
-        (B,) target score of the original images.
-    score_baseline : torch.Tensor
-        (B,) target score of the baseline images (everything removed).
-    score_masked : torch.Tensor
-        (B,) target score of the original image with only the final map kept
-        (``map * x + (1 - map) * baseline``).
-    score_remaining : torch.Tensor
-        (B,) target score of the original image with the final map removed.
-    levels : list of LevelRecord
-        Per-level maps and scores.
-    steps : torch.Tensor
-        (B,) optimisation steps run for each image, all levels and stages together.
-    samples : int
-        Samples passed through the model, all images together.
-    seconds : float
-        Wall-clock time of the call.
-    method : str
-        Registry name of the explainer.
-    options : dict
-        Every option of the explainer, as used (:meth:`ExplainerOptions.to_dict`, JSON-ready).
-    warnings : list of str
-        What makes this explanation less trustworthy (also issued as Python warnings).
-    target_description : dict
-        The target in plain Python: ``kind`` ("class", "prototype", "region", "callable"),
-        ``index`` per image, ``score``, and what the kind adds (a region's source and voxel count,
-        a function's name).
-    baselines : list of str
-        The baseline each image was perturbed towards (``"mean"``, ``"minimum"``, ...; what
-        ``baseline="auto"`` chose); empty for methods without one.
-    """
-
-    map: torch.Tensor
-    target: torch.Tensor | None
-    score_original: torch.Tensor
-    score_baseline: torch.Tensor
-    score_masked: torch.Tensor
-    score_remaining: torch.Tensor
-    levels: list[LevelRecord] = field(default_factory=list)
-    steps: torch.Tensor | None = None
-    samples: int = 0
-    seconds: float = 0.0
-    method: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    target_description: dict[str, Any] = field(default_factory=dict)
-    baselines: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """Plain-Python summary (no maps) for JSON reports."""
-
-        def values(t: torch.Tensor | None) -> list | None:
-            return None if t is None else t.detach().cpu().tolist()
-
-        return {
-            "method": self.method,
-            "options": dict(self.options),
-            "target": values(self.target),
-            "target_description": dict(self.target_description),
-            "baselines": list(self.baselines),
-            "score_original": values(self.score_original),
-            "score_baseline": values(self.score_baseline),
-            "score_masked": values(self.score_masked),
-            "score_remaining": values(self.score_remaining),
-            "levels": [
-                {
-                    "ran": values(level.ran),
-                    "weight": values(level.weight),
-                    "score_input": values(level.score_input),
-                    "score_masked": values(level.score_masked),
-                    "score_remaining": values(level.score_remaining),
-                    "steps": values(level.steps),
-                }
-                for level in self.levels
-            ],
-            "steps": values(self.steps),
-            "samples": self.samples,
-            "seconds": self.seconds,
-            "warnings": list(self.warnings),
-        }
-
-
 def _tensors(output: Any) -> list[torch.Tensor]:
     """Every tensor of a model output: a tensor, or tensors nested in mappings, tuples and lists."""
     if isinstance(output, torch.Tensor):
@@ -208,15 +54,20 @@ def _tensors(output: Any) -> list[torch.Tensor]:
     return []
 
 
-def _as_float32(output: Any) -> Any:
-    """The output with every floating-point tensor in it as float32 (its structure kept)."""
+def _floats_mapped(output: Any, change: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """The output with ``change`` applied to every floating-point tensor in it (its structure kept)."""
     if isinstance(output, torch.Tensor):
-        return output.float() if output.is_floating_point() else output
+        return change(output) if output.is_floating_point() else output
     if isinstance(output, Mapping):
-        return {key: _as_float32(value) for key, value in output.items()}
+        return {key: _floats_mapped(value, change) for key, value in output.items()}
     if isinstance(output, tuple | list):
-        return type(output)(_as_float32(value) for value in output)
+        return type(output)(_floats_mapped(value, change) for value in output)
     return output
+
+
+def compiled_model(model: nn.Module, mode: bool | str) -> Callable[[torch.Tensor], Any]:
+    """``model`` through :func:`torch.compile` in ``mode`` (True: the default mode), for fixed shapes."""
+    return torch.compile(model, mode=None if mode is True else mode, dynamic=False)
 
 
 def _concatenate(parts: list[Any]) -> Any:
@@ -250,6 +101,17 @@ class ModelScorer:
         Run the model under autocast with this dtype.
     max_batch : int, optional
         Most samples per pass in :meth:`scores` and :meth:`all_outputs`.
+    compile : bool or str
+        The option ``compile``: pass the model through :func:`compiled_model` in this mode (True: the
+        default one); False: eagerly. Where compiling or a compiled pass fails, the scorer passes the
+        model eagerly from then on and says why in ``notes``.
+
+    Attributes
+    ----------
+    samples : int
+        Samples passed through the model so far.
+    notes : list of str
+        Warnings for the explanation (a failed ``torch.compile``).
     """
 
     def __init__(
@@ -258,12 +120,16 @@ class ModelScorer:
         score: ScoreKind,
         autocast_dtype: torch.dtype | None = None,
         max_batch: int | None = None,
+        compile: bool | str = False,
     ):
         self.model = model
         self.score = score
         self.autocast_dtype = autocast_dtype
         self.max_batch = max_batch
+        self.compile = compile
         self.samples = 0
+        self.notes: list[str] = []
+        self._compiled: Callable[[torch.Tensor], Any] | None = None
 
     def output(self, x: torch.Tensor) -> Any:
         """Model output for ``x``, its floating-point tensors as float32.
@@ -275,9 +141,9 @@ class ModelScorer:
         """
         if self.autocast_dtype is not None:
             with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
-                out = self.model(x)
+                out = self._forward(x)
         else:
-            out = self.model(x)
+            out = self._forward(x)
         self.samples += x.shape[0]
         for tensor in _tensors(out):
             if tensor.ndim == 0 or tensor.shape[0] != x.shape[0]:
@@ -285,7 +151,24 @@ class ModelScorer:
                     f"the model returned shape {tuple(tensor.shape)} for a batch of {x.shape[0]}; "
                     "expected the batch on the first axis, as in logits (B, classes)"
                 )
-        return _as_float32(out)
+        return _floats_mapped(out, torch.Tensor.float)
+
+    def _forward(self, x: torch.Tensor) -> Any:
+        """The model's output for ``x``: compiled while compiling works, else eager."""
+        if self.compile is False:
+            return self.model(x)
+        try:
+            if self._compiled is None:
+                self._compiled = compiled_model(self.model, self.compile)
+            # A copy: CUDA graphs (mode "reduce-overhead") reuse their output memory in the next pass.
+            return _floats_mapped(self._compiled(x), torch.Tensor.clone)
+        except Exception as error:  # the eager model's own failure is raised by the eager pass below
+            cause = one_line(error)[:300]  # dynamo's messages go on for pages
+            self.notes.append(
+                f"torch.compile (mode {self.compile!r}) failed, so the model ran eagerly: {cause}"
+            )
+            self.compile = False
+            return self.model(x)
 
     def _bound(self, target: BoundTarget | torch.Tensor) -> BoundTarget:
         if isinstance(target, BoundTarget):
@@ -525,7 +408,7 @@ class Explainer(ABC):
     ----------
     Options : type
         The method's frozen options class; the base :class:`ExplainerOptions` holds those every
-        method has (``score``, ``seed``, ``mixed_precision``, ``max_batch``).
+        method has (``score``, ``seed``, ``mixed_precision``, ``max_batch``, ``compile``).
     options : ExplainerOptions
         This explainer's options, an instance of ``Options``.
     name : str
@@ -594,7 +477,9 @@ class Explainer(ABC):
             raise InputError(f"{self.name} explains {kinds} targets only; got a {wanted.kind} target")
         device = self.device or model_device(self.model) or x.device
         with frozen(self.model, device), self._precision(device, x.ndim - 2) as autocast_dtype:
-            scorer = ModelScorer(self.model, self.options.score, autocast_dtype, self.options.max_batch)
+            scorer = ModelScorer(
+                self.model, self.options.score, autocast_dtype, self.options.max_batch, self.options.compile
+            )
             inputs = x.detach().to(device=device, dtype=torch.float32)
             try:
                 # One image a pass: its map then does not depend on the others of the batch.
@@ -606,6 +491,7 @@ class Explainer(ABC):
             bound = wanted.bind(outputs, x.shape[0], self.options.score)
             explanation = self._attribute(inputs, bound, scorer, bound.scores(outputs))
         explanation.map = explanation.map.clamp(0, 1).to(x.device)
+        explanation.warnings = [*scorer.notes, *explanation.warnings]
         explanation.target_description = bound.description()
         explanation.method = self.name
         explanation.options = self.options.to_dict()

@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch.profiler import record_function
 
-from medmdm.explainers.base import Explainer, Explanation, LevelRecord, ModelScorer
+from medmdm.explainers.base import Explainer, ModelScorer
+from medmdm.explainers.explanation import Explanation, LevelRecord
 from medmdm.explainers.mask_optimisation import MaskOptimiser, MaskProblem, Objective, Schedule
 from medmdm.explainers.masks import (
     combine_scales,
@@ -36,12 +37,18 @@ from medmdm.explainers.masks import (
     grid_shape,
     normalise,
 )
-from medmdm.explainers.one_shot import first_order_removal_cost, gradient_magnitude
+from medmdm.explainers.one_shot import gradient_magnitude, removal_cost
 from medmdm.explainers.options import option
 from medmdm.explainers.perturbation import BaselineOptions, gaussian_blur, keep, remove
 from medmdm.explainers.targets import BoundTarget
 
 _TIE_BREAK = 1e-3
+_TIE_BLUR = 24  # the tie-breaking cost's blur: the longest side over this, in voxels
+# The removal cost from which a kept voxel keeps all its saliency (a share of the image's largest):
+# the voxels that carry the evidence keep the masks' plateau, so that the map kept as a soft mask
+# keeps some of the score (2D demo: 13% of the evidence at 0.75, 45% at 0.5, 0% at 1), while the 3D
+# demo map stays whole (at most 2 pieces at 0.75, 3 at 0.5).
+_EVIDENCE_SATURATION = 0.75
 
 
 class MaskExplainer(Explainer):
@@ -166,15 +173,52 @@ class MaskExplainer(Explainer):
             )
         fallback, ranked = (flat | empty).nonzero()[:, 0], (~(flat | empty)).nonzero()[:, 0]
         saliency = saliency.clone()
-        # One image a pass, as every pass of the engine: each map is the one it gets alone.
         if self.options.evidence_order and ranked.numel():
-            cost = first_order_removal_cost(
-                scorer, problem.x[ranked], problem.baseline[ranked], problem.target[ranked], 1
-            )
+            # Blurred, so that what the masks leave at 0 is removed in coherent patches: scattered
+            # single voxels replaced by the baseline read as texture to some models (deletion AUC on
+            # 8 2D demo cases: 0.21 with the raw cost, 0.14 blurred by 1/24 of the longest side).
+            cost = self._removal_costs(scorer, problem, ranked, steps=1)
+            cost = normalise(gaussian_blur(cost, max(saliency.shape[2:]) / _TIE_BLUR), saliency.ndim - 2)
             saliency[ranked] = normalise(saliency[ranked] + _TIE_BREAK * cost, saliency.ndim - 2)
         if fallback.numel():
             saliency[fallback] = gradient_magnitude(scorer, problem.x[fallback], problem.target[fallback], 1)
         return saliency, notes
+
+    def _removal_costs(
+        self, scorer: ModelScorer, problem: MaskProblem, images: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        """(N, 1, *spatial) normalised removal cost (:func:`removal_cost`) of ``problem``'s
+        ``images``, one image a pass as every pass of the engine (each map is the one it gets alone)."""
+        costs = [
+            removal_cost(
+                scorer,
+                problem.x[i, None],
+                problem.baseline[i, None],
+                problem.target[i, None],
+                steps,
+                self.options.max_batch,
+            )
+            for i in images.tolist()
+        ]
+        return normalise(torch.cat(costs), problem.x.ndim - 2)
+
+    def _evidence_weighted(
+        self, scorer: ModelScorer, problem: MaskProblem, saliency: torch.Tensor
+    ) -> torch.Tensor:
+        """``saliency`` of ``problem``'s images times ``1 - w + w * c``, with ``c`` the removal
+        cost from the image the masks saw (``evidence_steps`` points of the path), blurred by
+        ``evidence_sigma``, normalised and saturated at 3/4 of its maximum: of what the masks kept,
+        what the score needs ranks first.
+        An image whose kept voxels cost nothing keeps its map."""
+        dims, weight = saliency.ndim - 2, self.options.evidence_weight
+        images = torch.arange(saliency.shape[0], device=saliency.device)
+        cost = self._removal_costs(scorer, problem, images, self.options.evidence_steps)
+        if self.options.evidence_sigma > 0:
+            cost = normalise(gaussian_blur(cost, self.options.evidence_sigma), dims)
+        cost = (cost / _EVIDENCE_SATURATION).clamp(max=1)
+        weighted = normalise(saliency * (1 - weight + weight * cost), dims)
+        kept = weighted.flatten(1).amax(1) > 0
+        return torch.where(kept.view(-1, *[1] * (dims + 1)), weighted, saliency)
 
     def _explanation(
         self,
@@ -231,6 +275,17 @@ class DynamicMasks(MaskExplainer):
         density_sigma: float = option(
             0.5, "sigma of the map's density weighting, in finest benchmark cells; 0: off", low=0
         )
+        evidence_weight: float = option(
+            1.0,
+            "weight of the removal cost in each DM module's map: the map is multiplied by "
+            "1 - w + w * (removal cost on the image the module saw, blurred by evidence_sigma); 0: off",
+            low=0,
+            high=1,
+        )
+        evidence_steps: int = option(
+            8, "points of the path from the baseline at which the removal cost is estimated", low=1
+        )
+        evidence_sigma: float = option(1.0, "blur of the removal cost, in voxels", low=0)
 
     def _objective(self) -> Objective:
         return replace(super()._objective(), guidance_weight=self.options.guidance_weight)
@@ -269,6 +324,8 @@ class DynamicMasks(MaskExplainer):
             with record_function("medmdm.blur"):
                 density = gaussian_blur(saliency, sigma)
             saliency = normalise(saliency * density, len(spatial))
+        if options.evidence_weight > 0:
+            saliency = self._evidence_weighted(optimiser.scorer, optimiser.problem, saliency)
         return saliency, bench.steps + aux.steps
 
     def _finest_cell(self, spatial: Sequence[int]) -> float:

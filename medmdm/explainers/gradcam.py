@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from medmdm.errors import ModelError, OptionError
-from medmdm.explainers.base import Explainer, Explanation, ModelScorer
+from medmdm.explainers.base import Explainer, ModelScorer
+from medmdm.explainers.explanation import Explanation
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.one_shot import single_level_explanation
 from medmdm.explainers.options import ExplainerOptions, option

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from medmdm.explainers.base import Explainer, Explanation, ModelScorer
+from medmdm.explainers.base import Explainer, ModelScorer
+from medmdm.explainers.explanation import Explanation
 from medmdm.explainers.masks import normalise
-from medmdm.explainers.one_shot import gradient_magnitude, input_gradients, single_level_explanation
+from medmdm.explainers.one_shot import gradient_magnitude, removal_cost, single_level_explanation
 from medmdm.explainers.options import ExplainerOptions, option
 from medmdm.explainers.perturbation import BaselineOptions
 from medmdm.explainers.targets import BoundTarget
@@ -67,20 +68,6 @@ class IntegratedGradients(Explainer):
     ) -> Explanation:
         options = self.options
         base = options.baseline_for(x, scorer, target, score_original).image
-        steps = options.steps
-        alphas = torch.linspace(0, 1, steps, device=x.device)
-        weights = torch.full((steps,), 1 / (steps - 1), device=x.device)
-        weights[[0, -1]] /= 2  # trapezoid rule on [0, 1]: the weights sum to 1
-        shape = (-1, *[1] * (x.ndim - 1))
-        mean_grad = torch.zeros_like(x)
-        count = x.shape[0] * steps
-        chunk = options.max_batch or count
-        for start in range(0, count, chunk):
-            flat = torch.arange(start, min(start + chunk, count), device=x.device)
-            image, point = flat // steps, flat % steps
-            path = base[image] + alphas[point].view(shape) * (x - base)[image]
-            grads = input_gradients(scorer, path, target[image])
-            mean_grad.index_add_(0, image, grads * weights[point].view(shape))
-        attribution = ((x - base) * mean_grad).sum(1, keepdim=True).clamp_min(0)
+        attribution = removal_cost(scorer, x, base, target, options.steps, options.max_batch)
         saliency = normalise(attribution, x.ndim - 2)
         return single_level_explanation(self.name, x, target, scorer, score_original, saliency)

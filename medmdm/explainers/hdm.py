@@ -37,8 +37,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from medmdm.explainers.base import Explanation, LevelRecord, ModelScorer
+from medmdm.explainers.base import ModelScorer
 from medmdm.explainers.dynamic_masks import DynamicMasks
+from medmdm.explainers.explanation import Explanation, LevelRecord
 from medmdm.explainers.mask_optimisation import MaskProblem
 from medmdm.explainers.masks import connected_regions, normalise
 from medmdm.explainers.options import option

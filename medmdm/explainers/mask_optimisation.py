@@ -32,7 +32,8 @@ import torch
 from torch.profiler import record_function
 
 from medmdm.errors import OptionError
-from medmdm.explainers.base import ModelScorer, ProgressCallback, ProgressEvent
+from medmdm.explainers.base import ModelScorer
+from medmdm.explainers.explanation import ProgressCallback, ProgressEvent
 from medmdm.explainers.masks import GridShape, upsample
 from medmdm.explainers.targets import BoundTarget
 

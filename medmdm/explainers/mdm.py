@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from medmdm.explainers.base import Explanation, ModelScorer
+from medmdm.explainers.base import ModelScorer
 from medmdm.explainers.dynamic_masks import MaskExplainer
+from medmdm.explainers.explanation import Explanation
 from medmdm.explainers.masks import (
     combine_scales,
     default_auxiliary_sizes,

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from medmdm.errors import InputError, OptionError
-from medmdm.explainers.base import Explainer, Explanation, ModelScorer
+from medmdm.explainers.base import Explainer, ModelScorer
+from medmdm.explainers.explanation import Explanation
 from medmdm.explainers.masks import normalise
 from medmdm.explainers.one_shot import (
     perturbation_chunk,

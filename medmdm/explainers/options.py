@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 _NO_MATCH = object()  # what _conform returns for a value that does not fit the hint
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")  # the option ``compile``
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ class ExplainerOptions:
     )
     max_batch: int | None = option(
         None, "most samples passed through the model at once; None: no bound", low=1
+    )
+    compile: bool | str = option(
+        False,
+        'pass the model through torch.compile (True: "default"; "reduce-overhead" uses CUDA graphs on CUDA); '
+        "the eager model, with a warning, where compiling fails",
+        choices=COMPILE_MODES,
     )
 
     def __new__(cls, *args: Any, **values: Any) -> Self:

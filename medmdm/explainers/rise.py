@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from medmdm.explainers.base import Explainer, Explanation, ModelScorer
+from medmdm.explainers.base import Explainer, ModelScorer
+from medmdm.explainers.explanation import Explanation
 from medmdm.explainers.masks import grid_shape, normalise
 from medmdm.explainers.one_shot import (
     perturbation_chunk,

@@ -15,7 +15,13 @@ from medmdm.pipeline.output_folder import check_out_dir
 from medmdm.pipeline.report import REPORT_NAME, study_report
 from medmdm.pipeline.result import ExplainedTarget, Output, StudyResult
 from medmdm.pipeline.stages import PreparedStudy, explain, map_back, prepare, read, write
-from medmdm.pipeline.study import explain_prepared, explain_study, make_explainer
+from medmdm.pipeline.study import (
+    explain_prepared,
+    explain_study,
+    explain_together,
+    make_explainer,
+    write_explained,
+)
 
 __all__ = [
     "REPORT_NAME",
@@ -27,10 +33,12 @@ __all__ = [
     "explain",
     "explain_prepared",
     "explain_study",
+    "explain_together",
     "make_explainer",
     "map_back",
     "prepare",
     "read",
     "study_report",
     "write",
+    "write_explained",
 ]

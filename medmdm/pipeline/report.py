@@ -60,6 +60,7 @@ def study_report(result: StudyResult) -> dict[str, Any]:
             "steps": summary["steps"][0] if summary["steps"] else None,
             "levels": summary["levels"],
             "seconds": round(summary["seconds"], 4),
+            "studies_in_call": result.studies_in_call,
         },
         "device": str(result.device),
         "environment": package_versions(),

@@ -118,6 +118,10 @@ class StudyResult:
         When the explanation finished (UTC).
     sent : SendReport or None
         What the PACS of ``Settings.send_to`` accepted of the DICOM outputs; None when nothing was sent.
+    studies_in_call : int
+        Studies explained in the explainer call that explained this one (``medmdm batch
+        --studies-per-call``); above 1, the explanation's samples and the ``explain`` timing are the
+        call's divided evenly.
     """
 
     out_dir: Path
@@ -135,3 +139,4 @@ class StudyResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     sent: SendReport | None = None
+    studies_in_call: int = 1

@@ -157,11 +157,11 @@ def focus(
     InputError
         An empty region (the message lists the labels predicted), or a region mask without a region target.
     """
-    wanted = as_target(target)
-    if not isinstance(wanted, RegionTarget) or wanted.region is not None or not isinstance(wanted.label, int):
+    if not needs_focus(target):
         if region_mask is not None:
             raise InputError(f"{region_mask.path}: a region mask needs a region target (region:K)")
         return prepared, target
+    wanted = as_target(target)
     mask = None
     if region_mask is not None:
         mask = map_to_source(region_mask.image[:1], region_mask.image, prepared.network_input[0]) > 0.5
@@ -170,6 +170,13 @@ def focus(
     return replace(prepared, network_input=focused.network_input, notes=notes), replace(
         focused.target, score=wanted.score
     )
+
+
+def needs_focus(target: Any) -> bool:
+    """Whether :func:`focus` makes ``target`` concrete for each study (a region ``region:K`` that the bundle
+    finds); the studies of such a target are explained one at a time."""
+    wanted = as_target(target)
+    return isinstance(wanted, RegionTarget) and wanted.region is None and isinstance(wanted.label, int)
 
 
 def bounded(explainer: Explainer, prepared: PreparedStudy) -> Explainer:

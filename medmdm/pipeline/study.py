@@ -20,8 +20,8 @@ import torch
 from medmdm import explainers
 from medmdm.bundle import Bundle, demo_bundle_path, load_bundle
 from medmdm.devices import resolve_device
-from medmdm.errors import OptionError
-from medmdm.explainers import Explainer, ProgressEvent
+from medmdm.errors import InputError, OptionError
+from medmdm.explainers import Explainer, Explanation, ProgressEvent
 from medmdm.io import Study
 from medmdm.pipeline.output_folder import check_out_dir, staging_folder
 from medmdm.pipeline.report import (
@@ -39,6 +39,7 @@ from medmdm.pipeline.stages import (
     explained_target,
     focus,
     map_back,
+    needs_focus,
     prepare,
     read,
     send_outputs,
@@ -159,7 +160,7 @@ def explain_prepared(
     region_mask: Study | None = None,
 ) -> StudyResult:
     """Explain a prepared study, map the map back and write every output and ``report.json`` into
-    ``out_dir``.
+    ``out_dir``: :func:`explain_together` for one study, then :func:`write_explained`.
 
     Parameters
     ----------
@@ -183,11 +184,104 @@ def explain_prepared(
     """
     started = time.perf_counter() if started is None else started
     timings = dict(timings or {})
+    settings.formats_for(prepared.study)  # a format the study cannot carry is refused before the model runs
+    with _timed(timings, "explain"):
+        [(prepared, explanation)] = explain_together([prepared], explainer, settings.target, region_mask)
+    device = explainer.device or torch.device("cpu")
+    return write_explained(
+        prepared,
+        explanation,
+        settings,
+        out_dir,
+        device=device,
+        overwrite=overwrite,
+        timings=timings,
+        started=started,
+    )
+
+
+def explain_together(
+    prepared: Sequence[PreparedStudy],
+    explainer: Explainer,
+    target: Any = None,
+    region_mask: Study | None = None,
+) -> list[tuple[PreparedStudy, Explanation]]:
+    """Explain prepared studies of one bundle and network input shape in one explainer call.
+
+    Each image's map is the one it gets alone (the explainers' contract), so studies may share a call
+    (``medmdm batch --studies-per-call``) without changing their outputs.
+
+    Parameters
+    ----------
+    prepared : sequence of PreparedStudy
+        The studies, from :func:`~medmdm.pipeline.stages.prepare`.
+    explainer : Explainer
+        From :func:`make_explainer` for their bundle.
+    target : optional
+        What to explain in every study (see :func:`medmdm.explainers.as_target`).
+    region_mask : Study, optional
+        The region a ``region:K`` target explains, for one study (see
+        :func:`~medmdm.pipeline.stages.focus`).
+
+    Returns
+    -------
+    list of (PreparedStudy, Explanation)
+        Each study as explained (a region target crops its network input) and its own explanation
+        (:meth:`~medmdm.explainers.Explanation.split`: the call's samples and seconds divided evenly).
+
+    Raises
+    ------
+    InputError
+        Several studies with a target found in each study (:func:`~medmdm.pipeline.stages.needs_focus`).
+    """
+    if len(prepared) > 1 and needs_focus(target):
+        raise InputError(f"a {target} target is found in each study: explain its studies one at a time")
+    focused = [focus(p, target, region_mask) for p in prepared]
+    studies = [study for study, _ in focused]
+    explanation = explain(bounded(explainer, studies[0]), studies, focused[0][1])
+    return list(zip(studies, explanation.split(), strict=True))
+
+
+def write_explained(
+    prepared: PreparedStudy,
+    explanation: Explanation,
+    settings: Settings,
+    out_dir: Path,
+    *,
+    device: torch.device,
+    overwrite: bool = False,
+    timings: dict[str, float] | None = None,
+    started: float | None = None,
+    studies_in_call: int = 1,
+) -> StudyResult:
+    """Map one study's explanation back onto its grid and write every output and ``report.json`` into
+    ``out_dir`` (through a staging folder renamed at the end), and send them where the settings say.
+
+    Parameters
+    ----------
+    prepared : PreparedStudy
+        The study as explained (from :func:`explain_together`).
+    explanation : Explanation
+        Its own explanation, a batch of one.
+    settings : Settings
+        Target and formats.
+    out_dir : Path
+        The study's output folder.
+    device : torch.device
+        Where the explainer computed, for the report.
+    overwrite : bool
+        Replace an existing, non-empty ``out_dir``.
+    timings : dict, optional
+        Seconds of the stages already run (``explain``...), reported with the others.
+    started : float, optional
+        ``time.perf_counter()`` when the study started; default now.
+    studies_in_call : int
+        Studies explained in the explainer call that explained this one (reported).
+    """
+    started = time.perf_counter() if started is None else started
+    timings = dict(timings or {})
     study, bundle = prepared.study, prepared.bundle
     formats = settings.formats_for(study)
-    with _timed(timings, "explain"):
-        prepared, target = focus(prepared, settings.target, region_mask)
-        explanation = explain(bounded(explainer, prepared), [prepared], target)
     with _timed(timings, "map_back"):
         saliency = map_back(explanation, [prepared])[0]
     target = explained_target(explanation, bundle.class_names)
@@ -216,7 +310,7 @@ def explain_prepared(
             study=study,
             bundle=bundle,
             settings=settings,
-            device=explainer.device or torch.device("cpu"),
+            device=device,
             network_shape=tuple(prepared.network_input.shape[1:]),
             explanation=explanation,
             target=target,
@@ -234,6 +328,7 @@ def explain_prepared(
             ],
             timings=timings,
             sent=sent,
+            studies_in_call=studies_in_call,
         )
         write_study_report(result, staging)
         if "html" in formats:

@@ -45,3 +45,41 @@ def test_three_images_batched_give_the_maps_they_get_alone(device: str, max_batc
     alone = [explainer.explain(x[i : i + 1], t) for i, t in enumerate(targets)]
     torch.testing.assert_close(batched.map, torch.cat([a.map for a in alone]), atol=1e-5, rtol=0)
     assert batched.steps.tolist() == [int(a.steps) for a in alone]
+    for own, single in zip(batched.split(), alone, strict=True):  # each image's explanation, as if alone
+        own_summary, single_summary = own.summary(), single.summary()
+        for key in ("score_original", "score_baseline", "score_masked", "score_remaining"):
+            assert own_summary[key] == pytest.approx(single_summary[key], abs=1e-4), key
+        torch.testing.assert_close(own.map, single.map, atol=1e-5, rtol=0)
+        assert own.warnings == single.warnings and own.baselines == single.baselines
+        assert own_summary["target_description"] == single_summary["target_description"]
+        assert [level["steps"] for level in own_summary["levels"]] == [
+            level["steps"] for level in single_summary["levels"]
+        ]
+    assert sum(own.samples for own in batched.split()) == batched.samples
+
+
+def test_a_split_keeps_the_warnings_about_each_image() -> None:
+    scores = torch.zeros(3)
+    explanation = explainers.Explanation(
+        map=torch.zeros(3, 1, 4, 4),
+        target=torch.tensor([1, 0, 1]),
+        score_original=scores,
+        score_baseline=scores,
+        score_masked=scores,
+        score_remaining=scores,
+        samples=10,
+        seconds=3.0,
+        warnings=["the masks of image(s) [0, 2] kept nothing; their map ranks voxels", "a note on all"],
+        target_description={"kind": "class", "index": [1, 0, 1], "score": "logit"},
+        baselines=["mean", "blur", "minimum"],
+    )
+    first, second, third = explanation.split()
+    assert (
+        first.warnings
+        == third.warnings
+        == ["the masks of image(s) [0] kept nothing; their map ranks voxels", "a note on all"]
+    )
+    assert second.warnings == ["a note on all"]
+    assert second.target_description == {"kind": "class", "index": [0], "score": "logit"}
+    assert second.baselines == ["blur"] and second.target.tolist() == [0] and second.map.shape == (1, 1, 4, 4)
+    assert [e.samples for e in (first, second, third)] == [4, 3, 3] and second.seconds == 1.0
