@@ -33,7 +33,7 @@ from torch import nn
 
 from medmdm import metrics
 from medmdm.explainers.masks import connected_regions
-from medmdm.explainers.perturbation import BaselineKind, baseline_image
+from medmdm.explainers.perturbation import BaselineKind, baseline_image, remove
 from medmdm.metrics import PERCENTILES
 
 OVERLAP_SCORES = ("dice", "iou", "precision", "sensitivity")
@@ -213,6 +213,6 @@ def min_lesion_evidence(
     baseline = baseline_image(x, deletion_baseline)
     with torch.no_grad():
         original = model(x)[0, target]
-        removed = model(x + wider * (baseline - x))[:, target]
+        removed = model(remove(x, baseline, wider))[:, target]
     loss = (original - removed).clamp_min(0).double()
     return float(loss.min() / loss.sum()) if float(loss.sum()) > 0 else float("nan")
