@@ -14,7 +14,9 @@ Our design of ``METHOD.md`` section 5:
    stays in the map; a level whose region the decision does not need gets little weight.
 5. Verification: the fused map's largest connected regions (where its spread reaches
    ``verify_threshold`` of its maximum) are removed one at a time from the original image, and
-   each region's saliency is weighted by the share of the evidence its removal loses. A preservation
+   each region's share of the map's mass is made its share of the evidence (what its removal
+   loses); a region that loses less than ``min_weight`` times the largest loss of the image's
+   regions is weighted like the rest of the map, by ``min_weight``. A preservation
    mask can keep a region that holds evidence only against the baseline (textured tissue on a
    blurred background reads as a lesion to some classifiers); removing that region from the
    original loses little, so it falls below the regions the decision needs.
@@ -48,6 +50,8 @@ from medmdm.explainers.targets import BoundTarget
 
 # Shapley fusion scores every subset of levels: 2**levels - 1 forward passes per image.
 _MAX_LEVELS = 8
+# The share of the evidence below which removing a verified region has changed nothing measurable.
+_MEASURABLE_LOSS = 0.01
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
@@ -72,7 +76,11 @@ class HierarchicalDynamicMasks(DynamicMasks):
             low_open=True,
         )
         min_weight: float = option(
-            0.1, "least weight of a level that ran, and of a verified region", low=0, high=1
+            0.1,
+            "least weight of a level that ran; weight of the map outside the verified regions the "
+            "decision needs (those losing at least this share of the largest region's loss)",
+            low=0,
+            high=1,
         )
         verify_threshold: float = option(
             0.2,
@@ -162,9 +170,10 @@ class HierarchicalDynamicMasks(DynamicMasks):
         return torch.cat([torch.zeros_like(lost[:1]), lost])
 
     def _verified(self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor) -> torch.Tensor:
-        """``saliency`` with each of its largest regions weighted by the share of the evidence that
-        removing the region from the original image loses (at least ``min_weight``, which the rest
-        of the map gets)."""
+        """``saliency`` with each of its largest regions given the share of the map's mass that is
+        its share of the evidence (what removing it from the original image loses); regions that
+        lose less than ``min_weight`` times the largest loss, and the rest of the map, weighted by
+        ``min_weight``."""
         dims = saliency.ndim - 2
         spread = self._found_region(saliency)
         blobs, owners = [], []
@@ -186,10 +195,25 @@ class HierarchicalDynamicMasks(DynamicMasks):
         removal = self._removal_region(spread)[owner] * blob
         removed = remove(problem.x[owner], problem.baseline[owner], removal)
         scores = scorer.scores(removed, problem.target[owner], owner)
-        lost = (1 - problem.retention(scores, owner)).clamp(self.options.min_weight, 1)
-        weights = torch.full_like(saliency, self.options.min_weight)
-        for i, inside, value in zip(owners, blobs, lost, strict=True):
-            weights[i, 0][inside] = value
+        floor = self.options.min_weight
+        lost = 1 - problem.retention(scores, owner)
+        mass = (saliency[owner] * blob).flatten(1).sum(1).clamp_min(torch.finfo(saliency.dtype).tiny)
+        # A region the decision needs gets a share of the map's mass equal to its share of the
+        # evidence: weighting its voxels by the loss alone would count its size twice, once in its
+        # mass and once in the loss, and a small lesion holding a third of the evidence would get a
+        # tenth of the map. Needed is relative to the image's largest loss, so a lesion that adds
+        # evidence only beside another (each alone loses little) is not taken for noise.
+        needed = lost > _MEASURABLE_LOSS
+        typical = torch.ones_like(mass)
+        for i in set(owners):
+            mine = owner == i
+            needed[mine] &= lost[mine] >= floor * lost[mine].max()
+            if needed[mine].any():
+                typical[mine] = mass[mine & needed].mean()
+        value = torch.where(needed, lost.clamp(floor, 1) * typical / mass, floor)
+        weights = torch.full_like(saliency, floor)
+        for i, inside, weight in zip(owners, blobs, value, strict=True):
+            weights[i, 0][inside] = weight
         return normalise(saliency * weights, dims)
 
     def _closed_regions(self, saliency: torch.Tensor) -> torch.Tensor:

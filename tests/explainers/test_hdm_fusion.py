@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from medmdm import explainers
@@ -49,6 +50,37 @@ def test_verification_keeps_regions_that_are_each_enough_alike() -> None:
     saliency = (case.regions[0] | case.regions[1]).float()[None, None]
     verified = _verified(case, saliency)[0, 0]
     assert verified[case.regions[0]].min() == verified[case.regions[1]].min() == 1
+
+
+class _SumOfBoxes(torch.nn.Module):
+    """Class-1 logit: the summed intensity of two boxes over the larger box's area, minus 0.3."""
+
+    def __init__(self, *boxes) -> None:
+        super().__init__()
+        self.boxes = boxes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = sum(x[:, :, slice(*rows), slice(*cols)].sum((1, 2, 3)) for rows, cols in self.boxes)
+        evidence = 8 * (total / 256 - 0.3)
+        return torch.stack([-evidence, evidence], dim=1)
+
+
+@pytest.mark.parametrize("small_intensity", [8.0, 1.0])
+def test_verification_gives_each_needed_region_its_share_of_the_evidence(small_intensity: float) -> None:
+    # A 16 x 16 box at 0.5 and a 4 x 4 box: at 8, both hold half the evidence, the small one in
+    # 1/16 of the area (weighting voxels by the loss would leave it 1/17 of the map's mass); at 1,
+    # the small box holds 1/9 of it, under the floor of 0.1 of the evidence but not of the larger
+    # box's loss, so it is a needed region all the same.
+    large, small = ((10, 26), (10, 26)), ((60, 64), (60, 64))
+    x = torch.zeros(1, 1, 96, 96)
+    x[0, 0, 10:26, 10:26] = 0.5
+    x[0, 0, 60:64, 60:64] = small_intensity
+    regions = [region_mask((96, 96), large), region_mask((96, 96), small)]
+    case = Case(_SumOfBoxes(large, small), x, regions)
+    verified = _verified(case, (regions[0] | regions[1]).float()[None, None], baseline="mean")
+    evidence = 16 * small_intensity / (128 + 16 * small_intensity)
+    assert mass_inside(verified, regions[1]) == pytest.approx(evidence, abs=0.03)
+    assert mass_inside(verified, regions[0]) + mass_inside(verified, regions[1]) > 0.99
 
 
 def test_hdm_without_verification_and_hole_filling_is_the_fused_levels(dims: int) -> None:
