@@ -24,6 +24,11 @@ Our design of ``METHOD.md`` section 5:
    (a max filter, then a min filter, ``2 * fill_width + 1`` voxels wide), where it reaches
    ``verify_threshold`` of its maximum, is added to it. The gaps inside what was found then rank
    above the rest of the image; a closing does not grow a region past its edges.
+7. A cascade that missed: when removing every level's region together loses less than
+   ``min_found_loss`` of the evidence, no mask kept what the decision needs (a classifier that
+   reads a lesion only with the tissue around it keeps no score from the lesion alone), and the
+   map ranks voxels by their removal cost (integrated gradients from the baseline, blurred into
+   patches), with a warning.
 
 References
 ----------
@@ -95,6 +100,13 @@ class HierarchicalDynamicMasks(DynamicMasks):
         fill_width: int = option(
             2, "half-width in voxels of the closing that fills gaps inside found regions; 0: off", low=0
         )
+        min_found_loss: float = option(
+            0.35,
+            "least share of the evidence that removing every level's region must lose; below it the "
+            "masks missed what the decision needs and the map ranks voxels by their removal cost; 0: off",
+            low=0,
+            high=1,
+        )
 
     def _attribute(
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
@@ -131,7 +143,8 @@ class HierarchicalDynamicMasks(DynamicMasks):
             running[index.cpu()] = (keeps_enough & found).cpu()
 
         regions = [region for _, _, region, *_ in found_levels]
-        shapley = _shapley_values(self._removal_losses(problem, scorer, regions))
+        losses = self._removal_losses(problem, scorer, regions)
+        shapley = _shapley_values(losses)
         fused = torch.zeros_like(removed)
         records = []
         for level, (index, saliency, _, score_input, masked, remaining, steps) in enumerate(found_levels):
@@ -145,10 +158,29 @@ class HierarchicalDynamicMasks(DynamicMasks):
             saliency = self._verified(problem, scorer, saliency)
         if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
+        saliency, missed = self._unless_missed(problem, scorer, saliency, losses[-1])
         saliency, notes = self._ranked(problem, scorer, saliency)
         return self._explanation(
-            problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records, notes
+            problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records, missed + notes
         )
+
+    def _unless_missed(
+        self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor, found_loss: torch.Tensor
+    ) -> tuple[torch.Tensor, list[str]]:
+        """``saliency``, where removing every level's region together lost less than
+        ``min_found_loss`` of the evidence (``found_loss``, (B,)) replaced by the removal ranking
+        (:meth:`_removal_ranking`), and the note that says so."""
+        missed = (found_loss < self.options.min_found_loss).nonzero()[:, 0]
+        if missed.numel() == 0:
+            return saliency, []
+        saliency = saliency.clone()
+        saliency[missed] = self._removal_ranking(scorer, problem, missed, self.options.evidence_steps)
+        note = (
+            f"removing every region the masks found in image(s) {missed.tolist()} loses less than "
+            f"{self.options.min_found_loss:.0%} of the evidence: the masks missed what the decision "
+            "needs, so the map ranks voxels by what removing them costs the score"
+        )
+        return saliency, [note]
 
     def _removal_losses(
         self, problem: MaskProblem, scorer: ModelScorer, regions: list[torch.Tensor]

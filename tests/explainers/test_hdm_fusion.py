@@ -10,7 +10,7 @@ from medmdm.explainers.base import ModelScorer
 from medmdm.explainers.hdm import _shapley_values
 from medmdm.explainers.targets import as_target
 from medmdm.testing import BoxModel, box_image, region_mask
-from tests.conftest import Case, box_case, mass_inside, two_region_case
+from tests.conftest import Case, box_case, mass_inside, peak_inside, two_region_case
 
 
 def test_shapley_values_split_redundant_evidence_equally() -> None:
@@ -113,3 +113,25 @@ def test_default_hdm_keeps_the_box_model_map_in_the_box(dims: int) -> None:
     case = box_case(dims)
     saliency = explainers.create("hdm", case.model)(case.x)
     assert mass_inside(saliency, case.regions[0]) >= 0.8
+
+
+def test_a_cascade_that_missed_ranks_by_removal_cost() -> None:
+    # Image 0's regions lost 10% of the evidence, image 1's 60%: only image 0's map (a decoy far
+    # from the box) is replaced, by a ranking that peaks in the box the model reads.
+    box = ((20, 36), (20, 36))
+    x = box_image((96, 96), box).repeat(2, 1, 1, 1)
+    case = Case(BoxModel(box), x, [region_mask((96, 96), box)])
+    explainer = explainers.create("hdm", case.model, baseline="mean")
+    scorer = ModelScorer(case.model, "logit")
+    target = as_target(1).bind(scorer.all_outputs(x), 2, "logit")
+    problem = explainer._problem(x, target, scorer, target.scores(scorer.all_outputs(x)))
+    decoy = torch.zeros(2, 1, 96, 96)
+    decoy[:, :, 70:80, 70:80] = 1.0
+    ranked, notes = explainer._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]))
+    assert peak_inside(ranked[:1], case.regions[0])
+    assert mass_inside(ranked[:1], case.regions[0]) > 0.5
+    assert torch.equal(ranked[1], decoy[1])
+    assert len(notes) == 1 and "image(s) [0]" in notes[0]
+    off = explainers.create("hdm", case.model, baseline="mean", min_found_loss=0.0)
+    unchanged, notes = off._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]))
+    assert torch.equal(unchanged, decoy) and notes == []
