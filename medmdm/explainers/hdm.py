@@ -19,7 +19,11 @@ Our design of ``METHOD.md`` section 5:
    regions is weighted like the rest of the map, by ``min_weight``. A preservation
    mask can keep a region that holds evidence only against the baseline (textured tissue on a
    blurred background reads as a lesion to some classifiers); removing that region from the
-   original loses little, so it falls below the regions the decision needs.
+   original loses little, so it falls below the regions the decision needs. The regions outside
+   the map where the first-order removal cost, blurred into patches, reaches ``cost_regions`` of
+   its maximum are removed too: a lesion that no level kept (the cascade stops once the rest of
+   the image keeps less than ``stop_fraction`` of the evidence) and that the decision needs gets
+   its share of the evidence, shaped by that cost.
 6. Hole filling: fine masks keep scattered voxels of a lesion, so the map's grey-scale closing
    (a max filter, then a min filter, ``2 * fill_width + 1`` voxels wide), where it reaches
    ``verify_threshold`` of its maximum, is added to it. The gaps inside what was found then rank
@@ -50,13 +54,15 @@ from medmdm.explainers.explanation import Explanation, LevelRecord
 from medmdm.explainers.mask_optimisation import MaskProblem
 from medmdm.explainers.masks import connected_regions, normalise
 from medmdm.explainers.options import option
-from medmdm.explainers.perturbation import keep, remove
+from medmdm.explainers.perturbation import gaussian_blur, keep, remove
 from medmdm.explainers.targets import BoundTarget
 
 # Shapley fusion scores every subset of levels: 2**levels - 1 forward passes per image.
 _MAX_LEVELS = 8
 # The share of the evidence below which removing a verified region has changed nothing measurable.
 _MEASURABLE_LOSS = 0.01
+# Most regions outside the map, where the removal cost peaks, verified per image.
+_COST_REGIONS = 3
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
@@ -99,6 +105,14 @@ class HierarchicalDynamicMasks(DynamicMasks):
         )
         fill_width: int = option(
             2, "half-width in voxels of the closing that fills gaps inside found regions; 0: off", low=0
+        )
+        cost_regions: float = option(
+            0.4,
+            "share of the maximum of the first-order removal cost, blurred into patches, outlining "
+            "regions outside the map that verification also removes; one the decision needs (a "
+            "lesion no level kept) gets its share of the evidence, shaped by the cost; 0: off",
+            low=0,
+            high=1,
         )
         min_found_loss: float = option(
             0.35,
@@ -154,12 +168,15 @@ class HierarchicalDynamicMasks(DynamicMasks):
                 self._record(batch, index, saliency, weight, score_input, masked, remaining, steps)
             )
         saliency = normalise(fused, dims)
+        first_order = None
+        if self.options.evidence_order or self.options.cost_regions > 0:
+            first_order = self._removal_costs(scorer, problem, torch.arange(batch), steps=1)
         if self.options.verify_threshold > 0:
-            saliency = self._verified(problem, scorer, saliency)
+            saliency = self._verified(problem, scorer, saliency, first_order)
         if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
         saliency, missed = self._unless_missed(problem, scorer, saliency, losses[-1])
-        saliency, notes = self._ranked(problem, scorer, saliency)
+        saliency, notes = self._ranked(problem, scorer, saliency, first_order)
         return self._explanation(
             problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records, missed + notes
         )
@@ -201,35 +218,51 @@ class HierarchicalDynamicMasks(DynamicMasks):
         lost = 1 - problem.retention(scores, owner).view(subsets, batch)
         return torch.cat([torch.zeros_like(lost[:1]), lost])
 
-    def _verified(self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor) -> torch.Tensor:
+    def _verified(
+        self,
+        problem: MaskProblem,
+        scorer: ModelScorer,
+        saliency: torch.Tensor,
+        first_order: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``saliency`` with each of its largest regions given the share of the map's mass that is
         its share of the evidence (what removing it from the original image loses); regions that
         lose less than ``min_weight`` times the largest loss, and the rest of the map, weighted by
-        ``min_weight``."""
+        ``min_weight``. With ``first_order`` (every image's removal cost at one step), the regions
+        outside the map where that cost peaks (:meth:`_cost_regions`) are verified too, and one
+        the decision needs gets its share, shaped by the cost."""
         dims = saliency.ndim - 2
         spread = self._found_region(saliency)
-        blobs, owners = [], []
+        removal_region = self._removal_region(spread)
+        if first_order is not None and self.options.cost_regions > 0:
+            patches = self._in_patches(first_order)
+            sigma = self.options.evidence_sigma
+            shaped = normalise(gaussian_blur(first_order, sigma), dims) if sigma > 0 else first_order
+        regions: list[_Region] = []
         threshold = self.options.verify_threshold
         for i in range(saliency.shape[0]):
-            labels, count = connected_regions(spread[i, 0] >= threshold * spread[i, 0].max())
+            found = spread[i, 0] >= threshold * spread[i, 0].max()
+            labels, count = connected_regions(found)
             if count == 0:
                 continue
             labels = torch.from_numpy(labels).to(saliency.device)
             mass = torch.zeros(count + 1, dtype=saliency.dtype, device=saliency.device)
             mass.index_add_(0, labels.flatten(), saliency[i, 0].flatten())
             for label in mass[1:].argsort(descending=True)[: self.options.verify_regions] + 1:
-                blobs.append(labels == label)
-                owners.append(i)
-        if not blobs:
+                inside = labels == label
+                regions.append(_Region(i, inside, removal_region[i, 0] * inside, saliency[i, 0] * inside))
+            if first_order is not None and self.options.cost_regions > 0:
+                regions += self._cost_regions(i, found, patches[i, 0], shaped[i, 0])
+        if not regions:
             return saliency
-        owner = torch.tensor(owners, device=saliency.device)
-        blob = torch.stack(blobs)[:, None].to(saliency.dtype)
-        removal = self._removal_region(spread)[owner] * blob
+        owner = torch.tensor([region.image for region in regions], device=saliency.device)
+        removal = torch.stack([region.removal for region in regions])[:, None]
         removed = remove(problem.x[owner], problem.baseline[owner], removal)
         scores = scorer.scores(removed, problem.target[owner], owner)
         floor = self.options.min_weight
         lost = 1 - problem.retention(scores, owner)
-        mass = (saliency[owner] * blob).flatten(1).sum(1).clamp_min(torch.finfo(saliency.dtype).tiny)
+        tiny = torch.finfo(saliency.dtype).tiny
+        mass = torch.stack([region.content.sum() for region in regions]).clamp_min(tiny)
         # A region the decision needs gets a share of the map's mass equal to its share of the
         # evidence: weighting its voxels by the loss alone would count its size twice, once in its
         # mass and once in the loss, and a small lesion holding a third of the evidence would get a
@@ -237,16 +270,38 @@ class HierarchicalDynamicMasks(DynamicMasks):
         # evidence only beside another (each alone loses little) is not taken for noise.
         needed = lost > _MEASURABLE_LOSS
         typical = torch.ones_like(mass)
-        for i in set(owners):
+        for i in owner.unique().tolist():
             mine = owner == i
             needed[mine] &= lost[mine] >= floor * lost[mine].max()
             if needed[mine].any():
                 typical[mine] = mass[mine & needed].mean()
         value = torch.where(needed, lost.clamp(floor, 1) * typical / mass, floor)
-        weights = torch.full_like(saliency, floor)
-        for i, inside, weight in zip(owners, blobs, value, strict=True):
-            weights[i, 0][inside] = weight
-        return normalise(saliency * weights, dims)
+        verified = saliency * floor
+        for region, weight, is_needed in zip(regions, value, needed.tolist(), strict=True):
+            kept = verified[region.image, 0]
+            if not region.from_cost:
+                kept[region.inside] = region.content[region.inside] * weight
+            elif is_needed:
+                kept[region.inside] = torch.maximum(kept, region.content * weight)[region.inside]
+        return normalise(verified, dims)
+
+    def _cost_regions(
+        self, image: int, found: torch.Tensor, patches: torch.Tensor, shaped: torch.Tensor
+    ) -> list[_Region]:
+        """Where the first-order removal cost in patches (``patches``, (*spatial)) reaches
+        ``cost_regions`` of its maximum outside the map's ``found`` regions: the ``_COST_REGIONS``
+        connected regions with the highest peaks, removed whole, their content the cost blurred by
+        ``evidence_sigma`` (``shaped``). A lesion that no level kept (a level stops once the rest of
+        the image keeps less than ``stop_fraction`` of the evidence) is found there."""
+        labels, count = connected_regions(patches >= self.options.cost_regions * patches.max())
+        labels = torch.from_numpy(labels).to(patches.device)
+        outside = [labels == label for label in range(1, count + 1)]
+        outside = [inside for inside in outside if not (inside & found).any()]
+        outside.sort(key=lambda inside: float(patches[inside].max()), reverse=True)
+        return [
+            _Region(image, inside, inside.to(shaped.dtype), shaped * inside, from_cost=True)
+            for inside in outside[:_COST_REGIONS]
+        ]
 
     def _closed_regions(self, saliency: torch.Tensor) -> torch.Tensor:
         """The map's grey-scale closing where it reaches ``verify_threshold`` of its maximum: the
@@ -298,6 +353,18 @@ class HierarchicalDynamicMasks(DynamicMasks):
             score_remaining=spread(remaining, float("nan")),
             steps=spread(steps, 0),
         )
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A region that verification removes: its image, its voxels, what removing it replaces, and
+    its content in the map (the map's own voxels, or a removal cost for a region from the cost)."""
+
+    image: int
+    inside: torch.Tensor
+    removal: torch.Tensor
+    content: torch.Tensor
+    from_cost: bool = False
 
 
 def _shapley_values(value: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,14 @@ def test_shapley_values_of_additive_and_idle_players() -> None:
     assert torch.allclose(_shapley_values(value), worth[None], atol=1e-6)
 
 
-def _verified(case, saliency: torch.Tensor, **options) -> torch.Tensor:
+def _verified(case, saliency: torch.Tensor, with_cost: bool = False, **options) -> torch.Tensor:
     explainer = explainers.create("hdm", case.model, **options)
     scorer = ModelScorer(case.model, "logit")
     target = as_target(1).bind(scorer.all_outputs(case.x), 1, "logit")
     problem = explainer._problem(case.x, target, scorer, target.scores(scorer.all_outputs(case.x)))
-    return explainer._verified(problem, scorer, saliency)
+    images = torch.arange(case.x.shape[0])
+    first_order = explainer._removal_costs(scorer, problem, images, steps=1) if with_cost else None
+    return explainer._verified(problem, scorer, saliency, first_order)
 
 
 def test_verification_lowers_a_region_the_decision_does_not_need() -> None:
@@ -81,6 +83,53 @@ def test_verification_gives_each_needed_region_its_share_of_the_evidence(small_i
     evidence = 16 * small_intensity / (128 + 16 * small_intensity)
     assert mass_inside(verified, regions[1]) == pytest.approx(evidence, abs=0.03)
     assert mass_inside(verified, regions[0]) + mass_inside(verified, regions[1]) > 0.99
+
+
+def test_verification_gives_a_lesion_no_level_kept_its_share_of_the_evidence() -> None:
+    # The cascade kept the 16 x 16 box only (a level stops once the rest of the image keeps too
+    # little evidence); the 8 x 8 box holds a third of the evidence and is where the first-order
+    # removal cost peaks outside the map.
+    large, small = ((10, 26), (10, 26)), ((60, 68), (60, 68))
+    x = torch.zeros(1, 1, 96, 96)
+    x[0, 0, 10:26, 10:26] = 0.5
+    x[0, 0, 60:68, 60:68] = 1.0
+    regions = [region_mask((96, 96), large), region_mask((96, 96), small)]
+    case = Case(_SumOfBoxes(large, small), x, regions)
+    kept = regions[0].float()[None, None]
+    near_small = region_mask((96, 96), ((58, 70), (58, 70)))
+    verified = _verified(case, kept, with_cost=True, baseline="mean")
+    assert mass_inside(verified, near_small) == pytest.approx(1 / 3, abs=0.04)
+    assert mass_inside(verified, regions[0]) + mass_inside(verified, near_small) > 0.99
+    assert mass_inside(_verified(case, kept, with_cost=False, baseline="mean"), near_small) == 0
+    without = _verified(case, kept, with_cost=True, baseline="mean", cost_regions=0)
+    assert mass_inside(without, near_small) == 0
+
+
+class _BoxAndEvenDecoy(torch.nn.Module):
+    """Class-1 logit: a box's summed intensity, plus ``(mean of the decoy - centre)**2``, where the
+    centre lies halfway between the decoy's intensity and the image's mean: the decoy has a
+    first-order removal cost, but replacing it by the mean baseline changes nothing."""
+
+    def __init__(self, box, decoy, centre: float) -> None:
+        super().__init__()
+        self.box, self.decoy, self.centre = box, decoy, centre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        box = x[:, :, slice(*self.box[0]), slice(*self.box[1])].sum((1, 2, 3)) / 256
+        decoy = x[:, :, slice(*self.decoy[0]), slice(*self.decoy[1])].mean((1, 2, 3))
+        evidence = 8 * (box - 0.3) + 8 * (decoy - self.centre) ** 2
+        return torch.stack([-evidence, evidence], dim=1)
+
+
+def test_verification_leaves_out_a_cost_peak_whose_removal_loses_nothing() -> None:
+    box, decoy = ((10, 26), (10, 26)), ((60, 68), (60, 68))
+    x = torch.zeros(1, 1, 96, 96)
+    x[0, 0, 10:26, 10:26] = 0.5
+    x[0, 0, 60:68, 60:68] = 1.0
+    model = _BoxAndEvenDecoy(box, decoy, centre=(1.0 + float(x.mean())) / 2)
+    case = Case(model, x, [region_mask((96, 96), box)])
+    verified = _verified(case, case.regions[0].float()[None, None], with_cost=True, baseline="mean")
+    assert mass_inside(verified, case.regions[0]) == 1.0
 
 
 def test_hdm_without_verification_and_hole_filling_is_the_fused_levels(dims: int) -> None:
