@@ -66,7 +66,7 @@ _COST_REGIONS = 3
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
-    """A cascade of dynamic-mask modules, each explaining what the previous ones left (steps 1 to 6
+    """A cascade of dynamic-mask modules, each explaining what the previous ones left (steps 1 to 7
     of the module docstring)."""
 
     @dataclass(frozen=True)
