@@ -658,6 +658,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true", help="add these runs to the stored results")
     parser.add_argument("--report-only", action="store_true", help="only redraw the figures and the section")
     parser.add_argument("--bundles", type=Path, default=REPOSITORY / "sample_data" / "bundles")
+    for dims, name in BUNDLES.items():
+        parser.add_argument(
+            f"--bundle-{dims}d",
+            default=name,
+            help=f"the {dims}D bundle, a folder of --bundles (default {name}); another classifier "
+            "of the same phantoms (e.g. vit_lesion_2d) with its own --results and --docs",
+        )
     parser.add_argument("--results", type=Path, default=REPOSITORY / "benchmarks" / "results")
     parser.add_argument("--docs", type=Path, default=REPOSITORY / "docs" / "benchmarks.md")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -677,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     for dims in [] if args.report_only else [int(d) for d in args.dims.split(",")]:
-        bundle = load_bundle(args.bundles / BUNDLES[dims])
+        bundle = load_bundle(args.bundles / getattr(args, f"bundle_{dims}d"))
         count, reference = counts[dims]
         results = run_bundle(dims, bundle, runs, count, min(reference, count), args.batch, args.seed)
         results.info |= {"commands": [command], "machine": machine}

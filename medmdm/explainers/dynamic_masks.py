@@ -69,7 +69,9 @@ class MaskExplainer(Explainer):
         evidence_order: bool = option(
             True,
             "order the voxels the masks rank equally (those they leave at 0 above all) by what "
-            "removing each costs the score to first order (one more forward+backward pass)",
+            "removing each costs the score, in patches: for dm and hdm integrated gradients "
+            "(evidence_steps points, the evidence weighting's cost on the original image, reused), "
+            "for mdm the first-order cost (one more forward+backward pass)",
         )
         settle_tolerance: float = option(
             0.02,
@@ -128,10 +130,15 @@ class MaskExplainer(Explainer):
         return masked, remaining
 
     def _single_level(
-        self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor, steps: torch.Tensor
+        self,
+        problem: MaskProblem,
+        scorer: ModelScorer,
+        saliency: torch.Tensor,
+        steps: torch.Tensor,
+        removal: torch.Tensor | None = None,
     ) -> Explanation:
-        """The explanation of a method with one level."""
-        saliency, notes = self._ranked(problem, scorer, saliency)
+        """The explanation of a method with one level (``removal``: see :meth:`_ranked`)."""
+        saliency, notes = self._ranked(problem, scorer, saliency, removal)
         masked, remaining = self._kept_and_remaining(scorer, problem, saliency)
         batch = saliency.shape[0]
         level = LevelRecord(
@@ -150,11 +157,12 @@ class MaskExplainer(Explainer):
         problem: MaskProblem,
         scorer: ModelScorer,
         saliency: torch.Tensor,
-        first_order: torch.Tensor | None = None,
+        removal: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[str]]:
         """The final map and what makes it less trustworthy: ties ordered by evidence
         (``evidence_order``), and an image whose masks cannot rank anything ranked by gradient.
-        ``first_order``: every image's :meth:`_removal_costs` at one step, where already computed."""
+        ``removal``: every image's :meth:`_removal_costs` on the original, where already computed
+        (else the first-order cost is)."""
         notes = []
         flat = (problem.score_original - problem.score_baseline).abs() < 0.05 * torch.maximum(
             problem.score_original.abs(), problem.score_baseline.abs()
@@ -182,10 +190,10 @@ class MaskExplainer(Explainer):
             # Blurred, so that what the masks leave at 0 is removed in coherent patches: scattered
             # single voxels replaced by the baseline read as texture to some models (deletion AUC on
             # 8 2D demo cases: 0.21 with the raw cost, 0.14 blurred by 1/24 of the longest side).
-            if first_order is None:
+            if removal is None:
                 cost = self._removal_costs(scorer, problem, ranked, steps=1)
             else:
-                cost = first_order[ranked]
+                cost = removal[ranked]
             tie_order = self._in_patches(cost)
             saliency[ranked] = normalise(saliency[ranked] + _TIE_BREAK * tie_order, saliency.ndim - 2)
         if fallback.numel():
@@ -222,17 +230,13 @@ class MaskExplainer(Explainer):
         ]
         return normalise(torch.cat(costs), problem.x.ndim - 2)
 
-    def _evidence_weighted(
-        self, scorer: ModelScorer, problem: MaskProblem, saliency: torch.Tensor
-    ) -> torch.Tensor:
-        """``saliency`` of ``problem``'s images times ``1 - w + w * c``, with ``c`` the removal
-        cost from the image the masks saw (``evidence_steps`` points of the path), blurred by
+    def _evidence_weighted(self, saliency: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+        """``saliency`` times ``1 - w + w * c``, with ``c`` the removal ``cost`` (:meth:`_removal_costs`
+        on the image the masks saw, ``evidence_steps`` points of the path) blurred by
         ``evidence_sigma``, normalised and saturated at 3/4 of its maximum: of what the masks kept,
         what the score needs ranks first.
         An image whose kept voxels cost nothing keeps its map."""
         dims, weight = saliency.ndim - 2, self.options.evidence_weight
-        images = torch.arange(saliency.shape[0], device=saliency.device)
-        cost = self._removal_costs(scorer, problem, images, self.options.evidence_steps)
         if self.options.evidence_sigma > 0:
             cost = normalise(gaussian_blur(cost, self.options.evidence_sigma), dims)
         cost = (cost / _EVIDENCE_SATURATION).clamp(max=1)
@@ -310,8 +314,11 @@ class DynamicMasks(MaskExplainer):
     def _objective(self) -> Objective:
         return replace(super()._objective(), guidance_weight=self.options.guidance_weight)
 
-    def _dm_module(self, optimiser: MaskOptimiser, level: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Saliency (B, 1, *spatial) of one DM module and the steps (B,) it ran per image."""
+    def _dm_module(
+        self, optimiser: MaskOptimiser, level: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Saliency (B, 1, *spatial) of one DM module, the steps (B,) it ran per image, and the
+        removal cost (B, 1, *spatial) of the image it saw (None when ``evidence_weight`` is 0)."""
         spatial = optimiser.problem.spatial
         options = self.options
         bench_sizes = options.benchmark_sizes or default_benchmark_sizes(spatial)
@@ -344,9 +351,13 @@ class DynamicMasks(MaskExplainer):
             with record_function("medmdm.blur"):
                 density = gaussian_blur(saliency, sigma)
             saliency = normalise(saliency * density, len(spatial))
+        removal = None
         if options.evidence_weight > 0:
-            saliency = self._evidence_weighted(optimiser.scorer, optimiser.problem, saliency)
-        return saliency, bench.steps + aux.steps
+            problem = optimiser.problem
+            images = torch.arange(saliency.shape[0], device=saliency.device)
+            removal = self._removal_costs(optimiser.scorer, problem, images, options.evidence_steps)
+            saliency = self._evidence_weighted(saliency, removal)
+        return saliency, bench.steps + aux.steps, removal
 
     def _finest_cell(self, spatial: Sequence[int]) -> float:
         """Width in voxels of a cell of the finest benchmark grid along the longest side."""
@@ -356,8 +367,11 @@ class DynamicMasks(MaskExplainer):
         self, x: torch.Tensor, target: BoundTarget, scorer: ModelScorer, score_original: torch.Tensor
     ) -> Explanation:
         problem = self._problem(x, target, scorer, score_original)
-        saliency, steps = self._dm_module(self._optimiser(problem, scorer))
-        return self._single_level(problem, scorer, saliency, steps)
+        saliency, steps, removal = self._dm_module(self._optimiser(problem, scorer))
+        if removal is None and self.options.evidence_order:
+            images = torch.arange(x.shape[0])
+            removal = self._removal_costs(scorer, problem, images, self.options.evidence_steps)
+        return self._single_level(problem, scorer, saliency, steps, removal)
 
 
 def _each(x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,8 @@ Our design of ``METHOD.md`` section 5:
    mask can keep a region that holds evidence only against the baseline (textured tissue on a
    blurred background reads as a lesion to some classifiers); removing that region from the
    original loses little, so it falls below the regions the decision needs. The regions outside
-   the map where the first-order removal cost, blurred into patches, peaks are removed too: a
+   the map where the removal cost on the original (integrated gradients from the baseline, as
+   the first level's evidence weighting has it), blurred into patches, peaks are removed too: a
    lesion that no level kept (the cascade stops once the rest of the image keeps less than
    ``stop_fraction`` of the evidence) and whose removal loses at least ``cost_regions`` of the
    evidence gets its share, shaped by that cost.
@@ -61,7 +62,7 @@ from medmdm.explainers.targets import BoundTarget
 _MAX_LEVELS = 8
 # The share of the evidence below which removing a verified region has changed nothing measurable.
 _MEASURABLE_LOSS = 0.01
-# Regions outside the map where the first-order removal cost, blurred into patches, reaches this
+# Regions outside the map where the removal cost, blurred into patches, reaches this
 # share of its maximum are verified too, the _COST_REGIONS with the highest peaks per image.
 _COST_PEAK = 0.4
 _COST_REGIONS = 3
@@ -111,7 +112,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
         cost_regions: float = option(
             0.15,
             "least share of the evidence that removing a region outside the map, where the "
-            "first-order removal cost peaks, must lose for it to join the map with that share (a "
+            "removal cost peaks, must lose for it to join the map with that share (a "
             "lesion no level kept); 0: off",
             low=0,
             high=1,
@@ -133,6 +134,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
         score_current = score_original.clone()
         running = torch.ones(batch, dtype=torch.bool)
         found_levels = []
+        removal = None
         for level in range(1, self.options.levels + 1):
             index = running.nonzero()[:, 0].to(x.device)
             if index.numel() == 0:
@@ -145,7 +147,9 @@ class HierarchicalDynamicMasks(DynamicMasks):
                 problem.score_baseline[index],
                 tuple(problem.baseline_names[i] for i in index.tolist()),
             )
-            saliency, steps = self._dm_module(self._optimiser(sub, scorer), level)
+            saliency, steps, cost = self._dm_module(self._optimiser(sub, scorer), level)
+            if level == 1:
+                removal = cost  # on the original image: the tie order's and the cost regions
             masked = scorer.scores(keep(x[index], sub.baseline, saliency), sub.target, index)
             region = torch.zeros_like(removed)
             region[index] = self._removal_region(self._found_region(saliency))
@@ -170,30 +174,37 @@ class HierarchicalDynamicMasks(DynamicMasks):
                 self._record(batch, index, saliency, weight, score_input, masked, remaining, steps)
             )
         saliency = normalise(fused, dims)
-        first_order = None
-        if self.options.evidence_order or self.options.cost_regions > 0:
-            first_order = self._removal_costs(scorer, problem, torch.arange(batch), steps=1)
+        if removal is None and (self.options.evidence_order or self.options.cost_regions > 0):
+            removal = self._removal_costs(scorer, problem, torch.arange(batch), self.options.evidence_steps)
         if self.options.verify_threshold > 0:
-            saliency = self._verified(problem, scorer, saliency, first_order)
+            saliency = self._verified(problem, scorer, saliency, removal)
         if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
-        saliency, missed = self._unless_missed(problem, scorer, saliency, losses[-1])
-        saliency, notes = self._ranked(problem, scorer, saliency, first_order)
+        saliency, missed = self._unless_missed(problem, scorer, saliency, losses[-1], removal)
+        saliency, notes = self._ranked(problem, scorer, saliency, removal)
         return self._explanation(
             problem, saliency, self._kept_and_remaining(scorer, problem, saliency), records, missed + notes
         )
 
     def _unless_missed(
-        self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor, found_loss: torch.Tensor
+        self,
+        problem: MaskProblem,
+        scorer: ModelScorer,
+        saliency: torch.Tensor,
+        found_loss: torch.Tensor,
+        removal: torch.Tensor | None,
     ) -> tuple[torch.Tensor, list[str]]:
         """``saliency``, where removing every level's region together lost less than
-        ``min_found_loss`` of the evidence (``found_loss``, (B,)) replaced by the removal ranking
-        (:meth:`_removal_ranking`), and the note that says so."""
+        ``min_found_loss`` of the evidence (``found_loss``, (B,)) replaced by the removal cost
+        (``removal``, computed here when None) in patches, and the note that says so."""
         missed = (found_loss < self.options.min_found_loss).nonzero()[:, 0]
         if missed.numel() == 0:
             return saliency, []
         saliency = saliency.clone()
-        saliency[missed] = self._removal_ranking(scorer, problem, missed, self.options.evidence_steps)
+        if removal is None:
+            saliency[missed] = self._removal_ranking(scorer, problem, missed, self.options.evidence_steps)
+        else:
+            saliency[missed] = self._in_patches(removal[missed])
         note = (
             f"removing every region the masks found in image(s) {missed.tolist()} loses less than "
             f"{self.options.min_found_loss:.0%} of the evidence: the masks missed what the decision "
@@ -225,22 +236,22 @@ class HierarchicalDynamicMasks(DynamicMasks):
         problem: MaskProblem,
         scorer: ModelScorer,
         saliency: torch.Tensor,
-        first_order: torch.Tensor | None = None,
+        cost: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``saliency`` with each of its largest regions given the share of the map's mass that is
         its share of the evidence (what removing it from the original image loses); regions that
         lose less than ``min_weight`` times the largest loss, and the rest of the map, weighted by
-        ``min_weight``. With ``first_order`` (every image's removal cost at one step), the regions
+        ``min_weight``. With ``cost`` (every image's removal cost on the original), the regions
         outside the map where that cost peaks (:meth:`_cost_regions`) are verified too, and one
         whose removal loses at least ``cost_regions`` of the evidence gets its share, shaped by
         the cost."""
         dims = saliency.ndim - 2
         spread = self._found_region(saliency)
         removal_region = self._removal_region(spread)
-        if first_order is not None and self.options.cost_regions > 0:
-            patches = self._in_patches(first_order)
+        if cost is not None and self.options.cost_regions > 0:
+            patches = self._in_patches(cost)
             sigma = self.options.evidence_sigma
-            shaped = normalise(gaussian_blur(first_order, sigma), dims) if sigma > 0 else first_order
+            shaped = normalise(gaussian_blur(cost, sigma), dims) if sigma > 0 else cost
         regions: list[_Region] = []
         threshold = self.options.verify_threshold
         for i in range(saliency.shape[0]):
@@ -254,7 +265,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
             for label in mass[1:].argsort(descending=True)[: self.options.verify_regions] + 1:
                 inside = labels == label
                 regions.append(_Region(i, inside, removal_region[i, 0] * inside, saliency[i, 0] * inside))
-            if first_order is not None and self.options.cost_regions > 0:
+            if cost is not None and self.options.cost_regions > 0:
                 regions += self._cost_regions(i, found, patches[i, 0], shaped[i, 0])
         if not regions:
             return saliency
@@ -296,7 +307,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
     def _cost_regions(
         self, image: int, found: torch.Tensor, patches: torch.Tensor, shaped: torch.Tensor
     ) -> list[_Region]:
-        """Where the first-order removal cost in patches (``patches``, (*spatial)) reaches
+        """Where the removal cost in patches (``patches``, (*spatial)) reaches
         ``_COST_PEAK`` of its maximum outside the map's ``found`` regions: the ``_COST_REGIONS``
         connected regions with the highest peaks, removed whole, their content the cost blurred by
         ``evidence_sigma`` (``shaped``). A lesion that no level kept (a level stops once the rest of

@@ -77,7 +77,8 @@ def test_a_map_whose_kept_voxels_cost_nothing_is_kept() -> None:
     )
     kept = torch.zeros(1, 1, 48, 48)
     kept[0, 0, 0:4, 44:48] = 1.0  # a corner no box reaches: removing it costs nothing
-    weighted = explainer._evidence_weighted(ModelScorer(model, "logit"), problem, kept)
+    cost = explainer._removal_costs(ModelScorer(model, "logit"), problem, torch.arange(1), 8)
+    weighted = explainer._evidence_weighted(kept, cost)
     assert torch.equal(weighted, kept)
 
 

@@ -32,8 +32,9 @@ def _verified(case, saliency: torch.Tensor, with_cost: bool = False, **options) 
     target = as_target(1).bind(scorer.all_outputs(case.x), 1, "logit")
     problem = explainer._problem(case.x, target, scorer, target.scores(scorer.all_outputs(case.x)))
     images = torch.arange(case.x.shape[0])
-    first_order = explainer._removal_costs(scorer, problem, images, steps=1) if with_cost else None
-    return explainer._verified(problem, scorer, saliency, first_order)
+    steps = explainer.options.evidence_steps
+    cost = explainer._removal_costs(scorer, problem, images, steps) if with_cost else None
+    return explainer._verified(problem, scorer, saliency, cost)
 
 
 def test_verification_lowers_a_region_the_decision_does_not_need() -> None:
@@ -180,11 +181,14 @@ def test_a_cascade_that_missed_ranks_by_removal_cost() -> None:
     problem = explainer._problem(x, target, scorer, target.scores(scorer.all_outputs(x)))
     decoy = torch.zeros(2, 1, 96, 96)
     decoy[:, :, 70:80, 70:80] = 1.0
-    ranked, notes = explainer._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]))
+    ranked, notes = explainer._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]), None)
     assert peak_inside(ranked[:1], case.regions[0])
     assert mass_inside(ranked[:1], case.regions[0]) > 0.5
     assert torch.equal(ranked[1], decoy[1])
     assert len(notes) == 1 and "image(s) [0]" in notes[0]
+    cost = explainer._removal_costs(scorer, problem, torch.arange(2), explainer.options.evidence_steps)
+    given, _ = explainer._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]), cost)
+    assert torch.allclose(given, ranked)  # the cost the first level computed, reused
     off = explainers.create("hdm", case.model, baseline="mean", min_found_loss=0.0)
-    unchanged, notes = off._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]))
+    unchanged, notes = off._unless_missed(problem, scorer, decoy, torch.tensor([0.1, 0.6]), None)
     assert torch.equal(unchanged, decoy) and notes == []
