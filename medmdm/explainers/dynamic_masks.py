@@ -200,12 +200,6 @@ class MaskExplainer(Explainer):
             saliency[fallback] = gradient_magnitude(scorer, problem.x[fallback], problem.target[fallback], 1)
         return saliency, notes
 
-    def _removal_ranking(
-        self, scorer: ModelScorer, problem: MaskProblem, images: torch.Tensor, steps: int
-    ) -> torch.Tensor:
-        """(N, 1, *spatial) removal cost of ``problem``'s ``images`` in patches (:meth:`_in_patches`)."""
-        return self._in_patches(self._removal_costs(scorer, problem, images, steps))
-
     @staticmethod
     def _in_patches(cost: torch.Tensor) -> torch.Tensor:
         """(N, 1, *spatial) removal costs blurred by the longest side over ``_TIE_BLUR`` and
@@ -353,11 +347,15 @@ class DynamicMasks(MaskExplainer):
             saliency = normalise(saliency * density, len(spatial))
         removal = None
         if options.evidence_weight > 0:
-            problem = optimiser.problem
-            images = torch.arange(saliency.shape[0], device=saliency.device)
-            removal = self._removal_costs(optimiser.scorer, problem, images, options.evidence_steps)
+            removal = self._evidence_costs(optimiser.scorer, optimiser.problem)
             saliency = self._evidence_weighted(saliency, removal)
         return saliency, bench.steps + aux.steps, removal
+
+    def _evidence_costs(self, scorer: ModelScorer, problem: MaskProblem) -> torch.Tensor:
+        """(B, 1, *spatial) removal cost (:meth:`_removal_costs`) of every image of ``problem``,
+        ``evidence_steps`` points of the path."""
+        images = torch.arange(problem.x.shape[0])
+        return self._removal_costs(scorer, problem, images, self.options.evidence_steps)
 
     def _finest_cell(self, spatial: Sequence[int]) -> float:
         """Width in voxels of a cell of the finest benchmark grid along the longest side."""
@@ -369,8 +367,7 @@ class DynamicMasks(MaskExplainer):
         problem = self._problem(x, target, scorer, score_original)
         saliency, steps, removal = self._dm_module(self._optimiser(problem, scorer))
         if removal is None and self.options.evidence_order:
-            images = torch.arange(x.shape[0])
-            removal = self._removal_costs(scorer, problem, images, self.options.evidence_steps)
+            removal = self._evidence_costs(scorer, problem)
         return self._single_level(problem, scorer, saliency, steps, removal)
 
 

@@ -175,7 +175,7 @@ class HierarchicalDynamicMasks(DynamicMasks):
             )
         saliency = normalise(fused, dims)
         if removal is None and (self.options.evidence_order or self.options.cost_regions > 0):
-            removal = self._removal_costs(scorer, problem, torch.arange(batch), self.options.evidence_steps)
+            removal = self._evidence_costs(scorer, problem)
         if self.options.verify_threshold > 0:
             saliency = self._verified(problem, scorer, saliency, removal)
         if self.options.fill_width > 0:
@@ -200,11 +200,12 @@ class HierarchicalDynamicMasks(DynamicMasks):
         missed = (found_loss < self.options.min_found_loss).nonzero()[:, 0]
         if missed.numel() == 0:
             return saliency, []
-        saliency = saliency.clone()
         if removal is None:
-            saliency[missed] = self._removal_ranking(scorer, problem, missed, self.options.evidence_steps)
+            cost = self._removal_costs(scorer, problem, missed, self.options.evidence_steps)
         else:
-            saliency[missed] = self._in_patches(removal[missed])
+            cost = removal[missed]
+        saliency = saliency.clone()
+        saliency[missed] = self._in_patches(cost)
         note = (
             f"removing every region the masks found in image(s) {missed.tolist()} loses less than "
             f"{self.options.min_found_loss:.0%} of the evidence: the masks missed what the decision "
