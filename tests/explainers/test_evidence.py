@@ -68,6 +68,67 @@ def test_evidence_orders_what_the_masks_leave_at_zero() -> None:
     assert float(ordered[11:17, 11:17].min()) > float(ordered[33:39, 33:39].max())
 
 
+def test_the_tie_order_carries_no_mass() -> None:
+    model = TwoBoxLinear().eval()
+    saliency = explainers.create("dm", model, **FAST)(torch.ones(1, 1, 48, 48), target=1)[0, 0]
+    resolved = saliency >= 1e-3 * saliency.max()
+    assert float(saliency[~resolved].max()) > 0.0  # ordered, not left tied at 0
+    assert float(saliency[~resolved].sum()) < 1e-4 * float(saliency.sum())
+
+
+class WeightedSum(nn.Module):
+    """Class 1 = the sum of the image weighted by ``weight``: its removal cost is known exactly."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = (x[:, 0] * self.weight).flatten(1).sum(1)
+        return torch.stack([-score, score], 1)
+
+
+def _tie_order(weight: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """dm's order of a 64 x 64 image's voxels that its map leaves at 0, for a given removal cost."""
+    model = WeightedSum(weight).eval()
+    explainer = explainers.create("dm", model, baseline="constant")
+    scorer = ModelScorer(model, "logit")
+    x = torch.ones(1, 1, 64, 64)
+    problem = explainer._problem(x, ClassTarget(1).bind(model(x), 1, "logit"), scorer, model(x)[:, 1])
+    resolved = torch.zeros_like(x)
+    return explainer._tie_order(problem, scorer, resolved, cost[None, None], torch.arange(1))[0, 0]
+
+
+def _box(rows: slice, columns: slice, value: float = 1.0) -> torch.Tensor:
+    box = torch.zeros(64, 64)
+    box[rows, columns] = value
+    return box
+
+
+# (the score's box, the ignored region of the cost, and its value): the box's cost is 0.5 for the
+# wide box and 2 for the small one.
+WIDE_EVIDENCE = (_box(slice(8, 40), slice(8, 40)), _box(slice(53, 60), slice(53, 60)), 0.5)
+SMALL_EVIDENCE = (_box(slice(8, 11), slice(8, 11)), _box(slice(20, 60), slice(20, 60), 0.2), 2.0)
+
+
+@pytest.mark.parametrize(
+    ("case", "first", "after"),
+    [
+        # A 7 x 7 decoy at 1 beside a 32 x 32 box at 0.5: blurred by up to 1/24 of the side, the
+        # decoy is removed first; by 1/12 or more, the box.
+        (WIDE_EVIDENCE, (slice(12, 36), slice(12, 36)), (slice(53, 60), slice(53, 60))),
+        # A 3 x 3 box at 2 beside a 40 x 40 region at 0.2: blurred by 1/12 of the side or more,
+        # the box fades under the region; by 1/24 or less, it comes first.
+        (SMALL_EVIDENCE, (slice(8, 11), slice(8, 11)), (slice(30, 50), slice(30, 50))),
+    ],
+    ids=["coarse-where-evidence-is-wide", "fine-where-evidence-is-small"],
+)
+def test_the_tie_order_takes_the_scale_the_model_rewards(case, first, after) -> None:
+    weight, ignored, box_cost = case
+    order = _tie_order(weight, box_cost * weight + ignored)
+    assert float(order[first].min()) > float(order[after].max())
+
+
 def test_a_map_whose_kept_voxels_cost_nothing_is_kept() -> None:
     model = TwoBoxLinear().eval()
     explainer = explainers.create("hdm", model)
