@@ -29,7 +29,13 @@ Our design of ``METHOD.md`` section 5:
    (a max filter, then a min filter, ``2 * fill_width + 1`` voxels wide), where it reaches
    ``verify_threshold`` of its maximum, is added to it. The gaps inside what was found then rank
    above the rest of the image; a closing does not grow a region past its edges.
-7. A cascade that missed: when removing every level's region together loses less than
+7. Peak check: one found region can join a lesion and a higher peak beside it that the decision
+   does not need, and verification then weighs them alike. The ``check_peaks`` highest pieces of
+   the map above half its maximum, each grown by a voxel, play the game of removing any set of
+   them from the original image; a piece whose Shapley value is under ``min_weight`` times the
+   largest is lowered by ``min_weight``. Pieces that are each enough alone, or each hold some of
+   the evidence, keep their values.
+8. A cascade that missed: when removing every level's region together loses less than
    ``min_found_loss`` of the evidence, no mask kept what the decision needs (a classifier that
    reads a lesion only with the tissue around it keeps no score from the lesion alone), and the
    map ranks voxels by their removal cost (integrated gradients from the baseline, blurred into
@@ -66,10 +72,12 @@ _MEASURABLE_LOSS = 0.01
 # share of its maximum are verified too, the _COST_REGIONS with the highest peaks per image.
 _COST_PEAK = 0.4
 _COST_REGIONS = 3
+# The share of the map's maximum above which its pieces are checked by removal (check_peaks).
+_PEAK_LEVEL = 0.5
 
 
 class HierarchicalDynamicMasks(DynamicMasks):
-    """A cascade of dynamic-mask modules, each explaining what the previous ones left (steps 1 to 7
+    """A cascade of dynamic-mask modules, each explaining what the previous ones left (steps 1 to 8
     of the module docstring)."""
 
     @dataclass(frozen=True)
@@ -116,6 +124,14 @@ class HierarchicalDynamicMasks(DynamicMasks):
             "lesion no level kept); 0: off",
             low=0,
             high=1,
+        )
+        check_peaks: int = option(
+            3,
+            "most pieces of the map above half its maximum whose removal (grown by a voxel) is played "
+            "as a Shapley game on the original; one whose value is under min_weight times the "
+            "largest is lowered by min_weight; 0: off",
+            low=0,
+            high=_MAX_LEVELS,
         )
         min_found_loss: float = option(
             0.35,
@@ -180,6 +196,8 @@ class HierarchicalDynamicMasks(DynamicMasks):
             saliency = self._verified(problem, scorer, saliency, removal)
         if self.options.fill_width > 0:
             saliency = normalise(saliency + self._closed_regions(saliency), dims)
+        if self.options.check_peaks > 0:
+            saliency = self._checked_peaks(problem, scorer, saliency)
         saliency, missed = self._unless_missed(problem, scorer, saliency, losses[-1], removal)
         saliency, notes = self._ranked(problem, scorer, saliency, removal)
         return self._explanation(
@@ -304,6 +322,43 @@ class HierarchicalDynamicMasks(DynamicMasks):
             elif is_needed:
                 kept[region.inside] = torch.maximum(kept, region.content * weight)[region.inside]
         return normalise(verified, dims)
+
+    def _checked_peaks(
+        self, problem: MaskProblem, scorer: ModelScorer, saliency: torch.Tensor
+    ) -> torch.Tensor:
+        """``saliency`` with the pieces above half its maximum that the decision does not need
+        lowered by ``min_weight``. The ``check_peaks`` highest pieces of an image, each grown by a
+        voxel, are the players of the game of removing any set of them from the original image;
+        one whose Shapley value is under ``min_weight`` times the largest (when that is
+        measurable) is lowered. Verification weighs whole found regions, and one region can join
+        a lesion and a peak beside it that costs nothing; played together, a piece whose removal
+        alone raises the score but that matters beside the others keeps its value."""
+        checked = saliency.clone()
+        floor = self.options.min_weight
+        for i in range(saliency.shape[0]):
+            labels, count = connected_regions(saliency[i, 0] >= _PEAK_LEVEL * saliency[i, 0].max())
+            if count < 2:
+                continue
+            labels = torch.from_numpy(labels).to(saliency.device)
+            peaks = torch.zeros(count + 1, dtype=saliency.dtype, device=saliency.device)
+            peaks.scatter_reduce_(0, labels.flatten().long(), saliency[i, 0].flatten(), "amax")
+            highest = (peaks[1:].argsort(descending=True)[: self.options.check_peaks] + 1).tolist()
+            pieces = [labels == label for label in highest]
+            grown = _max_filter(torch.stack(pieces)[:, None].to(saliency.dtype), 1)[:, 0]
+            subsets = range(1, 2 ** len(pieces))
+            removal = torch.stack(
+                [grown[[k for k in range(len(pieces)) if s >> k & 1]].amax(0) for s in subsets]
+            )
+            owner = torch.full((len(subsets),), i, device=saliency.device)
+            removed = remove(problem.x[owner], problem.baseline[owner], removal[:, None])
+            lost = 1 - problem.retention(scorer.scores(removed, problem.target[owner], owner), owner)
+            value = _shapley_values(torch.cat([lost.new_zeros(1), lost])[:, None])[0]
+            if value.max() <= _MEASURABLE_LOSS:
+                continue
+            for piece, needed in zip(pieces, (value >= floor * value.max()).tolist(), strict=True):
+                if not needed:
+                    checked[i, 0][piece] *= floor
+        return normalise(checked, saliency.ndim - 2)
 
     def _cost_regions(
         self, image: int, found: torch.Tensor, patches: torch.Tensor, shaped: torch.Tensor

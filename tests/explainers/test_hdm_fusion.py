@@ -26,11 +26,20 @@ def test_shapley_values_of_additive_and_idle_players() -> None:
     assert torch.allclose(_shapley_values(value), worth[None], atol=1e-6)
 
 
-def _verified(case, saliency: torch.Tensor, with_cost: bool = False, **options) -> torch.Tensor:
+def _hdm_problem(case, **options) -> tuple:
+    """hdm made with ``options`` for the case's model, its scorer and the case's problem."""
     explainer = explainers.create("hdm", case.model, **options)
     scorer = ModelScorer(case.model, "logit")
     target = as_target(1).bind(scorer.all_outputs(case.x), 1, "logit")
-    problem = explainer._problem(case.x, target, scorer, target.scores(scorer.all_outputs(case.x)))
+    return (
+        explainer,
+        scorer,
+        explainer._problem(case.x, target, scorer, target.scores(scorer.all_outputs(case.x))),
+    )
+
+
+def _verified(case, saliency: torch.Tensor, with_cost: bool = False, **options) -> torch.Tensor:
+    explainer, scorer, problem = _hdm_problem(case, **options)
     images = torch.arange(case.x.shape[0])
     steps = explainer.options.evidence_steps
     cost = explainer._removal_costs(scorer, problem, images, steps) if with_cost else None
@@ -68,18 +77,25 @@ class _SumOfBoxes(torch.nn.Module):
         return torch.stack([-evidence, evidence], dim=1)
 
 
+def _two_boxes(small: tuple, small_intensity: float) -> Case:
+    """A 16 x 16 box at 0.5 and a ``small`` box at ``small_intensity`` in a 96 x 96 image, the
+    score their summed intensity (:class:`_SumOfBoxes`)."""
+    large = ((10, 26), (10, 26))
+    x = torch.zeros(1, 1, 96, 96)
+    x[0, 0, slice(*large[0]), slice(*large[1])] = 0.5
+    x[0, 0, slice(*small[0]), slice(*small[1])] = small_intensity
+    regions = [region_mask((96, 96), large), region_mask((96, 96), small)]
+    return Case(_SumOfBoxes(large, small), x, regions)
+
+
 @pytest.mark.parametrize("small_intensity", [8.0, 1.0])
 def test_verification_gives_each_needed_region_its_share_of_the_evidence(small_intensity: float) -> None:
     # A 16 x 16 box at 0.5 and a 4 x 4 box: at 8, both hold half the evidence, the small one in
     # 1/16 of the area (weighting voxels by the loss would leave it 1/17 of the map's mass); at 1,
     # the small box holds 1/9 of it, under the floor of 0.1 of the evidence but not of the larger
     # box's loss, so it is a needed region all the same.
-    large, small = ((10, 26), (10, 26)), ((60, 64), (60, 64))
-    x = torch.zeros(1, 1, 96, 96)
-    x[0, 0, 10:26, 10:26] = 0.5
-    x[0, 0, 60:64, 60:64] = small_intensity
-    regions = [region_mask((96, 96), large), region_mask((96, 96), small)]
-    case = Case(_SumOfBoxes(large, small), x, regions)
+    case = _two_boxes(((60, 64), (60, 64)), small_intensity)
+    regions = case.regions
     verified = _verified(case, (regions[0] | regions[1]).float()[None, None], baseline="mean")
     evidence = 16 * small_intensity / (128 + 16 * small_intensity)
     assert mass_inside(verified, regions[1]) == pytest.approx(evidence, abs=0.03)
@@ -91,12 +107,8 @@ def test_verification_gives_a_lesion_no_level_kept_its_share_of_the_evidence() -
     # little evidence); the 8 x 8 box, where the first-order removal cost peaks outside the map,
     # holds a third of the evidence: more than the least a region of the cost must lose to join
     # the map (cost_regions, 0.15 by default), less than a bar of 0.4.
-    large, small = ((10, 26), (10, 26)), ((60, 68), (60, 68))
-    x = torch.zeros(1, 1, 96, 96)
-    x[0, 0, 10:26, 10:26] = 0.5
-    x[0, 0, 60:68, 60:68] = 1.0
-    regions = [region_mask((96, 96), large), region_mask((96, 96), small)]
-    case = Case(_SumOfBoxes(large, small), x, regions)
+    case = _two_boxes(((60, 68), (60, 68)), 1.0)
+    regions = case.regions
     kept = regions[0].float()[None, None]
     near_small = region_mask((96, 96), ((58, 70), (58, 70)))
     verified = _verified(case, kept, with_cost=True, baseline="mean")
@@ -135,6 +147,33 @@ def test_verification_leaves_out_a_cost_peak_whose_removal_loses_nothing() -> No
     case = Case(model, x, [region_mask((96, 96), box)])
     verified = _verified(case, case.regions[0].float()[None, None], with_cost=True, baseline="mean")
     assert mass_inside(verified, case.regions[0]) == 1.0
+
+
+def _checked(case, saliency: torch.Tensor, **options) -> torch.Tensor:
+    explainer, scorer, problem = _hdm_problem(case, **options)
+    return explainer._checked_peaks(problem, scorer, saliency)
+
+
+def test_peak_check_lowers_a_peak_the_decision_does_not_need() -> None:
+    # One found region can join the evidence and a higher peak beside it that costs nothing.
+    box = ((20, 36), (20, 36))
+    case = Case(BoxModel(box), box_image((96, 96), box), [region_mask((96, 96), box)])
+    beside = region_mask((96, 96), ((40, 46), (40, 46)))
+    saliency = (0.8 * case.regions[0] + 1.0 * beside).float()[None, None]
+    checked = _checked(case, saliency)[0, 0]
+    assert float(checked[case.regions[0]].min()) == 1.0
+    assert float(checked[beside].max()) == pytest.approx(0.1 / 0.8)
+
+
+def test_peak_check_keeps_peaks_that_are_each_enough_or_each_needed() -> None:
+    either = two_region_case(2)  # removing either region alone loses nothing, both everything
+    saliency = (either.regions[0] + 0.9 * either.regions[1]).float()[None, None]
+    assert torch.equal(_checked(either, saliency), saliency)
+    # a 4 x 4 box holding 1/9 of the evidence beside a 16 x 16 box holding 8/9: 1/8 of the
+    # larger value, above min_weight (0.1)
+    added = _two_boxes(((60, 64), (60, 64)), 1.0)
+    saliency = (added.regions[0] + 0.9 * added.regions[1]).float()[None, None]
+    assert torch.equal(_checked(added, saliency, baseline="mean"), saliency)
 
 
 def test_hdm_without_verification_and_hole_filling_is_the_fused_levels(dims: int) -> None:
