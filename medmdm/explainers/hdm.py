@@ -232,22 +232,28 @@ class HierarchicalDynamicMasks(DynamicMasks):
         return saliency, [note]
 
     def _removal_losses(
-        self, problem: MaskProblem, scorer: ModelScorer, regions: list[torch.Tensor]
+        self,
+        problem: MaskProblem,
+        scorer: ModelScorer,
+        regions: list[torch.Tensor],
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(2**L, B) share of the evidence lost when the union of a subset of the L levels' regions
-        (subset ``s`` holds level ``l`` when bit ``l`` of ``s`` is set) is removed from the original."""
-        batch, count = problem.x.shape[0], len(regions)
-        subsets = 2**count - 1
+        """(2**L, N) share of the evidence lost when the union of a subset of L regions (each
+        (N, 1, *spatial); subset ``s`` holds region ``l`` when bit ``l`` of ``s`` is set) is
+        removed from the original of ``problem``'s ``images`` (default: all of them)."""
+        if images is None:
+            images = torch.arange(problem.x.shape[0])
+        count, subsets = len(regions), 2 ** len(regions) - 1
         unions = torch.cat(
             [
                 torch.stack([regions[i] for i in range(count) if s >> i & 1]).amax(0)
                 for s in range(1, subsets + 1)
             ]
         )
-        owner = torch.arange(batch, device=problem.x.device).repeat(subsets)
+        owner = images.to(problem.x.device).repeat(subsets)
         removed = remove(problem.x[owner], problem.baseline[owner], unions)
         scores = scorer.scores(removed, problem.target[owner], owner)
-        lost = 1 - problem.retention(scores, owner).view(subsets, batch)
+        lost = 1 - problem.retention(scores, owner).view(subsets, images.numel())
         return torch.cat([torch.zeros_like(lost[:1]), lost])
 
     def _verified(
@@ -344,15 +350,9 @@ class HierarchicalDynamicMasks(DynamicMasks):
             peaks.scatter_reduce_(0, labels.flatten().long(), saliency[i, 0].flatten(), "amax")
             highest = (peaks[1:].argsort(descending=True)[: self.options.check_peaks] + 1).tolist()
             pieces = [labels == label for label in highest]
-            grown = _max_filter(torch.stack(pieces)[:, None].to(saliency.dtype), 1)[:, 0]
-            subsets = range(1, 2 ** len(pieces))
-            removal = torch.stack(
-                [grown[[k for k in range(len(pieces)) if s >> k & 1]].amax(0) for s in subsets]
-            )
-            owner = torch.full((len(subsets),), i, device=saliency.device)
-            removed = remove(problem.x[owner], problem.baseline[owner], removal[:, None])
-            lost = 1 - problem.retention(scorer.scores(removed, problem.target[owner], owner), owner)
-            value = _shapley_values(torch.cat([lost.new_zeros(1), lost])[:, None])[0]
+            grown = _max_filter(torch.stack(pieces)[:, None].to(saliency.dtype), 1)
+            losses = self._removal_losses(problem, scorer, list(grown[:, None]), torch.tensor([i]))
+            value = _shapley_values(losses)[0]
             if value.max() <= _MEASURABLE_LOSS:
                 continue
             for piece, needed in zip(pieces, (value >= floor * value.max()).tolist(), strict=True):
