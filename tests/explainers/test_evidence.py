@@ -16,6 +16,7 @@ from medmdm.explainers.base import ModelScorer
 from medmdm.explainers.one_shot import removal_cost
 from medmdm.explainers.targets import ClassTarget
 from medmdm.pipeline import prepare, read
+from medmdm.testing import BoxModel, region_mask
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 FAST = {"steps": 30, "min_steps": 10, "baseline": "constant"}
@@ -76,21 +77,10 @@ def test_the_tie_order_carries_no_mass() -> None:
     assert float(saliency[~resolved].sum()) < 1e-4 * float(saliency.sum())
 
 
-class WeightedSum(nn.Module):
-    """Class 1 = the sum of the image weighted by ``weight``: its removal cost is known exactly."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        score = (x[:, 0] * self.weight).flatten(1).sum(1)
-        return torch.stack([-score, score], 1)
-
-
-def _tie_order(weight: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
-    """dm's order of a 64 x 64 image's voxels that its map leaves at 0, for a given removal cost."""
-    model = WeightedSum(weight).eval()
+def _tie_order(box: tuple, cost: torch.Tensor) -> torch.Tensor:
+    """dm's order of a 64 x 64 image's voxels that its map leaves at 0, for a given removal cost,
+    on a model whose score is the mean of ``box``."""
+    model = BoxModel(box).eval()
     explainer = explainers.create("dm", model, baseline="constant")
     scorer = ModelScorer(model, "logit")
     x = torch.ones(1, 1, 64, 64)
@@ -99,16 +89,9 @@ def _tie_order(weight: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
     return explainer._tie_order(problem, scorer, resolved, cost[None, None], torch.arange(1))[0, 0]
 
 
-def _box(rows: slice, columns: slice, value: float = 1.0) -> torch.Tensor:
-    box = torch.zeros(64, 64)
-    box[rows, columns] = value
-    return box
-
-
-# (the score's box, the ignored region of the cost, and its value): the box's cost is 0.5 for the
-# wide box and 2 for the small one.
-WIDE_EVIDENCE = (_box(slice(8, 40), slice(8, 40)), _box(slice(53, 60), slice(53, 60)), 0.5)
-SMALL_EVIDENCE = (_box(slice(8, 11), slice(8, 11)), _box(slice(20, 60), slice(20, 60), 0.2), 2.0)
+# (the score's box, the cost's box value, the region of the cost the model ignores, its value)
+WIDE_EVIDENCE = (((8, 40), (8, 40)), 0.5, ((53, 60), (53, 60)), 1.0)
+SMALL_EVIDENCE = (((8, 11), (8, 11)), 2.0, ((20, 60), (20, 60)), 0.2)
 
 
 @pytest.mark.parametrize(
@@ -124,8 +107,10 @@ SMALL_EVIDENCE = (_box(slice(8, 11), slice(8, 11)), _box(slice(20, 60), slice(20
     ids=["coarse-where-evidence-is-wide", "fine-where-evidence-is-small"],
 )
 def test_the_tie_order_takes_the_scale_the_model_rewards(case, first, after) -> None:
-    weight, ignored, box_cost = case
-    order = _tie_order(weight, box_cost * weight + ignored)
+    box, box_cost, ignored, ignored_cost = case
+    cost = box_cost * region_mask((64, 64), box).float()
+    cost += ignored_cost * region_mask((64, 64), ignored).float()
+    order = _tie_order(box, cost)
     assert float(order[first].min()) > float(order[after].max())
 
 
